@@ -1,0 +1,56 @@
+"""Entry point of the ``bridge-stg`` console script.
+
+Every subcommand is a module of :mod:`bridge_stg.commands` exposing ``main(argv: list[str]) -> int``
+that owns its own parser (``HfArgumentParser`` over dataclasses where the options map onto config
+fields). This file only dispatches, so adding a subcommand never touches another one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line description). Order is the order of ``bridge-stg --help``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("bridge_stg.commands.demo", "ground fresh synthetic clips with the shipped tiny checkpoint and score them"),
+    "ground": ("bridge_stg.commands.ground", "ground a sentence in a video; print the tube, write an annotated video"),
+    "train": ("bridge_stg.commands.train", "fine-tune Bridge-STG with transformers.Trainer from a recipe"),
+    "evaluate": ("bridge_stg.evaluation.cli", "score predictions against references with the exact STVG metrics"),
+    "convert": ("bridge_stg.processing.convert_cli", "convert VidSTG / TubeDETR / HC-STVG / TVG / REC annotations to a datasets folder"),
+    "synth": ("bridge_stg.processing.synthetic_cli", "write the synthetic STVG benchmark (mp4 clips + exact boxes)"),
+    "version": ("bridge_stg.commands.version", "print the versions of bridge-stg and its main dependencies"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in SUBCOMMANDS)
+    lines = [
+        "usage: bridge-stg <command> [options]",
+        "",
+        "Bridge-STG: spatio-temporal video grounding (when + where) with a video MLLM and a spatial decoder.",
+        "",
+        "commands:",
+    ]
+    for name, (_, desc) in SUBCOMMANDS.items():
+        lines.append(f"  {name.ljust(width)}  {desc}")
+    lines += ["", "Run `bridge-stg <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        argv[0] = "version"
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"bridge-stg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
