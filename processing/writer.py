@@ -3,7 +3,7 @@
 Layout of an output folder ``DIR``::
 
     DIR/
-      README.md                               dataset card: YAML ``configs`` + schema, counts, report summary
+      README.md                               dataset card: YAML tags + schema, counts, report summary
       conversion_report.json                  {"runs": [{"splits": [...], "report": {...}}, ...]}
       data/<split>-00000-of-00001.parquet     one shard per split, schema = processing.schema.FEATURES
       videos/...                              (synthetic sets only) the mp4 files
@@ -146,12 +146,11 @@ _SCHEMA_DOC = """| column | type | meaning |
 
 
 def dataset_card(out: Path, runs: list[dict[str, Any]], *, title: str, description: str) -> str:
-    """Markdown dataset card with the YAML ``configs`` block ``load_dataset(DIR)`` reads."""
-    splits = sorted({s for run in runs for s in run["splits"]})
-    yaml = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for s in splits:
-        yaml += [f"  - split: {s}", f"    path: data/{s}-*.parquet"]
-    yaml += ["task_categories:", "- video-text-to-text", "tags:", "- spatio-temporal-video-grounding", "- bridge-stg", "---", ""]
+    """Markdown dataset card (YAML tags, schema, counts, report summary) of the folder's runs."""
+    # No ``configs:`` block on purpose: with one, datasets 5.2 keys its cache on the *relative* data_files
+    # pattern, so two folders with the same name load each other's cached rows. The standard
+    # ``data/<split>-*.parquet`` layout is inferred without it, and its cache key uses the real files.
+    yaml = ["---", "task_categories:", "- video-text-to-text", "tags:", "- spatio-temporal-video-grounding", "- bridge-stg", "---", ""]
     body = [f"# {title}", "", description.strip(), "", "Written by `bridge-stg` (`bridge_stg.processing`). "
             "Load it with `datasets.load_dataset(\"<this folder>\")`; videos are resolved against a video root with "
             "`bridge_stg.processing.paths.resolve_video_path`.", "", "## Schema", "", _SCHEMA_DOC, "## Counts", "",

@@ -99,8 +99,18 @@ def write_standin_vidor(
     return Path(root) / "annotation"
 
 
-def _vidor_file(vidor_dir: Path, vid: str) -> dict[str, Any]:
-    return json.loads((vidor_dir / "validation" / folder_of(vid) / f"{vid}.json").read_text(encoding="utf-8"))
+def _vidor_file(vidor_dir: Path, vid: str, cache: dict[Path, dict[str, Any]]) -> dict[str, Any]:
+    """The VidOR file of ``vid`` with an added ``_by_tid`` index ``{tid: {frame: bbox}}`` (cached per call)."""
+    p = vidor_dir / "validation" / folder_of(vid) / f"{vid}.json"
+    if p not in cache:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+        boxes: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for f, objs in enumerate(doc["trajectories"]):
+            for o in objs:
+                boxes[o["tid"]][f] = o["bbox"]
+        doc["_by_tid"] = boxes
+        cache[p] = doc
+    return cache[p]
 
 
 def write_tubedetr(entries: list[dict[str, Any]], vidor_dir: str | Path, path: str | Path) -> Path:
@@ -109,9 +119,10 @@ def write_tubedetr(entries: list[dict[str, Any]], vidor_dir: str | Path, path: s
     videos: list[dict[str, Any]] = []
     trajectories: dict[str, dict[str, dict[str, Any]]] = {}
     qid = 0
+    cache: dict[Path, dict[str, Any]] = {}
     for e in entries:
         vid = e["vid"]
-        doc = _vidor_file(vidor_dir, vid)
+        doc = _vidor_file(vidor_dir, vid, cache)
         sents = [(s, "interrogative") for s in e["questions"]] + [(s, "declarative") for s in e["captions"]]
         for s, qtype in sents:
             videos.append({
@@ -124,14 +135,11 @@ def write_tubedetr(entries: list[dict[str, Any]], vidor_dir: str | Path, path: s
             qid += 1
             vt = trajectories.setdefault(vid, {})
             if str(s["target_id"]) not in vt:
-                tr: dict[str, Any] = {}
-                for f, objs in enumerate(doc["trajectories"]):
-                    for o in objs:
-                        if o["tid"] == s["target_id"]:
-                            b = o["bbox"]
-                            tr[str(f)] = {"bbox": [b["xmin"], b["ymin"], b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]], "generated": 0,
-                                          "tracker": "none", "category_id": 0}
-                vt[str(s["target_id"])] = tr
+                vt[str(s["target_id"])] = {
+                    str(f): {"bbox": [b["xmin"], b["ymin"], b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]], "generated": 0,
+                             "tracker": "none", "category_id": 0}
+                    for f, b in sorted(doc["_by_tid"][s["target_id"]].items())
+                }
     Path(path).write_text(json.dumps({"videos": videos, "trajectories": trajectories}), encoding="utf-8")
     return Path(path)
 
@@ -141,17 +149,16 @@ def write_stcat(entries: list[dict[str, Any]], vidor_dir: str | Path, path: str 
     vidor_dir = Path(vidor_dir)
     out: dict[str, Any] = {}
     pid = 0
+    cache: dict[Path, dict[str, Any]] = {}
     for e in entries:
         vid = e["vid"]
-        doc = _vidor_file(vidor_dir, vid)
+        doc = _vidor_file(vidor_dir, vid, cache)
         seg, gt = e["used_segment"], e["temporal_gt"]
         seg_len = seg["end_fid"] - seg["begin_fid"] + 1
         for key, qtype in (("captions", "declar"), ("questions", "inter")):
             for s in e[key]:
-                bbs = []
-                for f in range(gt["begin_fid"], min(gt["end_fid"] + 1, e["frame_count"])):
-                    hit = [o["bbox"] for o in doc["trajectories"][f] if o["tid"] == s["target_id"]]
-                    bbs.append(hit[0] if hit else {})
+                track = doc["_by_tid"][s["target_id"]]
+                bbs = [track.get(f, {}) for f in range(gt["begin_fid"], min(gt["end_fid"] + 1, e["frame_count"]))]
                 out[str(pid)] = {
                     "vid": vid, "fps": e["fps"], "width": e["width"], "height": e["height"], "used_segment": seg,
                     "frame_count": seg_len, "ori_temp_gt": gt,
