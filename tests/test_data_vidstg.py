@@ -244,3 +244,25 @@ def test_unsafe_and_missing_video_paths(tmp_path):
     n0 = len(entries[0]["questions"]) + len(entries[0]["captions"])
     n1 = len(entries[1]["questions"]) + len(entries[1]["captions"])
     assert len(rows) == 0 and Counter(d["reason"] for d in report.dropped) == {"missing_video_file": n0 + n1}
+
+
+@needs_data
+def test_cli_convert_vidstg_and_tubedetr(tmp_path, capsys):
+    from bridge_stg.commands.cli import main as cli_main
+
+    entries = _mini(H.load_entries(DATA / "test_annotations.json"), 5)
+    path = tmp_path / "test_annotations.json"
+    path.write_text(json.dumps(entries))
+    vidor = H.write_standin_vidor(entries, tmp_path / "vidor")
+    n = sum(len(e["questions"]) + len(e["captions"]) for e in entries)
+    assert cli_main(["convert", "vidstg", "--sentences", str(path), "--vidor", str(vidor), "--split", "test",
+                     "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert f"test: {n} inputs -> {n} rows" in capsys.readouterr().out
+    td = H.write_tubedetr(entries, vidor, tmp_path / "test.json")
+    assert cli_main(["convert", "tubedetr", "--annotations", str(td), "--split", "test", "--out", str(tmp_path / "b"),
+                     "--no-progress"]) == 0
+    a, b = datasets.load_dataset(str(tmp_path / "a")), datasets.load_dataset(str(tmp_path / "b"))
+    assert a["test"].num_rows == n and a["test"].to_list() == b["test"].to_list()
+    # missing required option and an unsafe video root path give exit code 2 with a message
+    assert cli_main(["convert", "vidstg", "--sentences", str(path), "--split", "test", "--out", str(tmp_path / "c")]) == 2
+    assert "--vidor is required" in capsys.readouterr().err
