@@ -121,3 +121,24 @@ def test_cli_hcstvg_and_errors(tmp_path, capsys):
                          "--out", str(tmp_path / "x")]) == 2
     assert "field 'caption'" in capsys.readouterr().err
     assert convert_main(["nope"]) == 2
+
+
+def test_check_videos_reports_header_mismatch_and_unreadable(tmp_path):
+    import numpy as np
+
+    from bridge_stg.processing.synthetic import write_mp4
+
+    root = tmp_path / "videos"
+    write_mp4(root / "a.mp4", np.full((12, 32, 32, 3), 100, np.uint8), fps=20)  # 12 frames vs img_num 400, 32x32 vs 320x240
+    (root / "b.mp4").write_bytes(b"\x00" * 100)
+    rows, report = convert_hcstvg(_write(tmp_path, "v2.json", V2), 2, "val", video_root=root, check_video_headers=True, progress=False)
+    report.finalize({"val": rows})
+    d = report.to_dict()
+    assert [r["query_id"] for r in rows] == ["a.mp4"]
+    assert d["dropped_by_reason"] == {"unreadable_video": 1}
+    (note,) = [n for n in d["notes"] if n["kind"] == "video_header_mismatch"]
+    assert "frames 12 vs 400" in note["detail"] and "size 32x32 vs 320x240" in note["detail"]
+    # without --check-videos only existence is checked: a missing file is dropped and counted
+    (root / "b.mp4").unlink()
+    rows, report = convert_hcstvg(_write(tmp_path, "v2.json", V2), 2, "val", video_root=root, progress=False)
+    assert [d["reason"] for d in report.dropped] == ["missing_video_file"]
