@@ -486,7 +486,9 @@ def per_query_metrics(
     """Per-query numbers for N aligned queries; every array has shape (N,).
 
     Keys: ``tIoU``, ``vIoU``, ``sIoU`` (float64 in [0, 1]); ``n_union`` (#E_U), ``n_inter`` (#E_I: scored
-    frames of the span intersection), ``n_gt`` (#E_G: scored GT frames with a GT box), ``missing_boxes``
+    frames of the span intersection), ``n_gt`` (#E_G: scored GT frames with a GT box),
+    ``gt_frames_without_box`` (scored frames of the GT span that have no GT box: they are not scorable
+    and are left out of E_U and E_I, except by ``hcstvg`` which keeps its script's denominator), ``missing_boxes``
     (E_G frames without a predicted box, after interpolation), ``missing_boxes_in_span`` (those inside
     the span intersection, i.e. the ones that lower vIoU), ``has_prediction`` (bool). Queries without a
     prediction score 0 everywhere. See the module docstring for the protocols.
@@ -513,10 +515,14 @@ def per_query_metrics(
                 raise AnnotationError(f"reference query {refs.query_ids[i]!r}: field 'fps': {refs.fps[i]} < {target_fps} (the tubedetr grid needs fps >= {target_fps})")
             e_off, e_fr = tubedetr_grids(refs.segment[:, 0], refs.segment[:, 1], refs.fps, target_fps, max_frames)
         else:
-            if preds.sampled is None or np.any(has & ~preds.has_sampled):
-                bad = np.flatnonzero(has & ~(preds.has_sampled if preds.has_sampled is not None else np.zeros(n, bool)))
+            given = preds.has_sampled if preds.has_sampled is not None else np.zeros(n, dtype=bool)
+            bad = np.flatnonzero(has & ~given)
+            if bad.size:
                 raise PredictionError(f"query {refs.query_ids[int(bad[0])]!r}: field 'sampled_frame_ids': required by the 'sampled' protocol")
-            s_off, s_fr = preds.sampled
+            if preds.sampled is None:
+                s_off, s_fr = np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            else:
+                s_off, s_fr = preds.sampled
             s_q = np.repeat(np.arange(n, dtype=np.int64), np.diff(s_off))
             keep = (s_fr >= refs.segment[s_q, 0]) & (s_fr < refs.segment[s_q, 1])
             e_fr = s_fr[keep]
@@ -530,12 +536,24 @@ def per_query_metrics(
         pos_c = np.minimum(pos, max(len(gt_keys) - 1, 0))
         hit = (pos < len(gt_keys)) & (gt_keys[pos_c] == e_keys[cand]) if len(gt_keys) else np.zeros(len(cand), bool)
         gq, gf, gidx = e_q[cand[hit]], e_fr[cand[hit]], pos_c[hit]
+        # scored frames of the GT span without a GT box are not scorable: out of E_U and E_I
+        nq, nf = e_q[cand[~hit]], e_fr[cand[~hit]]
+        no_gt = np.bincount(nq, minlength=n).astype(np.int64)
+        no_gt_inter = np.bincount(nq, weights=(nf >= lo_i[nq]) & (nf < hi_i[nq]), minlength=n).astype(np.int64)
     else:  # dense, hcstvg: every integer frame; E_G = the GT frames inside the tube
         inside = (gt.frame_ids >= gs[gt_q]) & (gt.frame_ids < ge[gt_q])
         gidx = np.flatnonzero(inside)
         gq, gf = gt_q[gidx], gt.frame_ids[gidx]
         n_union = hi_u - lo_u
         n_inter = np.maximum(hi_i - lo_i, 0)
+        if protocol == "dense":  # tube frames without a GT box are not scorable: out of E_U and E_I
+            with_box_u = np.bincount(gq, weights=gf < ge_i[gq], minlength=n).astype(np.int64)
+            with_box_i = np.bincount(gq, weights=(gf >= lo_i[gq]) & (gf < hi_i[gq]), minlength=n).astype(np.int64)
+            no_gt = np.maximum(ge_i - gs, 0) - with_box_u
+            no_gt_inter = n_inter - with_box_i
+        else:  # hcstvg: the script's denominator, literally
+            no_gt = np.zeros(n, dtype=np.int64)
+            no_gt_inter = np.zeros(n, dtype=np.int64)
 
     pbox, found = _lookup_pred_boxes(preds.boxes, gq, gf, interpolate)
     iou = np.where(found, box_iou(pbox, gt.boxes[gidx]), 0.0)
@@ -546,6 +564,9 @@ def per_query_metrics(
     else:
         in_num = in_span
     n_gt = np.bincount(gq, minlength=n).astype(np.int64)
+    n_union = n_union - no_gt
+    if protocol != "hcstvg":
+        n_inter = n_inter - no_gt_inter
     v_sum = np.bincount(gq, weights=np.where(in_num, iou, 0.0), minlength=n)
     s_sum = np.bincount(gq, weights=iou, minlength=n)
     missing = np.bincount(gq, weights=~found, minlength=n).astype(np.int64)
@@ -565,6 +586,7 @@ def per_query_metrics(
         "n_union": np.where(zero, 0, n_union),
         "n_inter": np.where(zero, 0, n_inter),
         "n_gt": n_gt,
+        "gt_frames_without_box": no_gt,
         "missing_boxes": np.where(zero, n_gt, missing),
         "missing_boxes_in_span": np.where(zero, 0, missing_span),
         "has_prediction": has.copy(),

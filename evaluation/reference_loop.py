@@ -93,6 +93,8 @@ def loop_query(
         scored = sorted({int(f) for f in pred["sampled_frame_ids"] if int(f) in seg})
     else:  # dense: every integer frame of the union
         scored = list(range(min(gs, ps), max(gte, pe)))
+    # frames of the GT span without a GT box are not scorable
+    scored = [f for f in scored if not (gs <= f < gte and f not in gt)]
     union_frames = [f for f in scored if min(gs, ps) <= f < max(gte, pe)]
     inter_frames = {f for f in scored if max(gs, ps) <= f < min(gte, pe)}
     if protocol == "dense":  # every annotated GT frame, whatever the compat end
