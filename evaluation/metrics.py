@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -233,7 +234,18 @@ def _as_int(value: Any, err: type[Exception], where: str) -> int:
 def _pack_tubes(
     frame_lists: Sequence[Any], box_lists: Sequence[Any], names: Sequence[str], err: type[Exception], what: str
 ) -> Tubes:
-    """Pack per-query ``frame_ids`` / ``boxes`` lists, sort by frame, validate, and name offenders."""
+    """Pack per-query ``frame_ids`` / ``boxes`` lists, sort by frame, validate, and name offenders.
+
+    Fast path: flatten with ``itertools.chain`` into ``np.fromiter`` (no per-query array building);
+    anything unexpected (ragged boxes, non-numbers, length mismatches) falls back to the per-query path,
+    which raises an error naming the query and the field.
+    """
+    frame_lists = [[] if fr is None else fr for fr in frame_lists]
+    box_lists = [[] if bx is None else bx for bx in box_lists]
+    tubes = _pack_tubes_fast(frame_lists, box_lists)
+    if tubes is not None:
+        _validate_tubes(tubes, names, err, what)
+        return tubes
     n = len(frame_lists)
     counts = np.zeros(n, dtype=np.int64)
     f_parts: list[np.ndarray] = []
@@ -262,6 +274,27 @@ def _pack_tubes(
     return tubes
 
 
+def _pack_tubes_fast(frame_lists: Sequence[Any], box_lists: Sequence[Any]) -> Tubes | None:
+    """Flatten well-formed lists straight into arrays; None when anything looks off (use the slow path)."""
+    n = len(frame_lists)
+    try:
+        n_f = np.fromiter(map(len, frame_lists), dtype=np.int64, count=n)
+        n_b = np.fromiter(map(len, box_lists), dtype=np.int64, count=n)
+        if not np.array_equal(n_f, n_b):
+            return None
+        m = int(n_f.sum())
+        if m and set(map(len, chain.from_iterable(box_lists))) != {4}:
+            return None
+        frames_f = np.fromiter(chain.from_iterable(frame_lists), dtype=np.float64, count=m)
+        boxes = np.fromiter(chain.from_iterable(chain.from_iterable(box_lists)), dtype=np.float64, count=4 * m)
+    except (TypeError, ValueError):
+        return None
+    if not np.all(frames_f == np.round(frames_f)):  # also rejects NaN / inf frame ids
+        return None
+    offsets = np.concatenate(([0], np.cumsum(n_f))).astype(np.int64)
+    return Tubes(offsets, frames_f.astype(np.int64), boxes.reshape(m, 4))
+
+
 def _all_integral(a: np.ndarray) -> bool:
     try:
         f = a.astype(np.float64)
@@ -282,8 +315,9 @@ def _validate_tubes(tubes: Tubes, names: Sequence[str], err: type[Exception], wh
     if bad.size:
         i = bad[0]
         raise err(f"{what} of query {name_of(i)!r}: field 'frame_ids': frame {int(fr[i])} is out of range (frame ids are >= 0)")
-    order = np.lexsort((fr, q))
-    if not np.array_equal(order, np.arange(len(order))):
+    same_q = np.diff(q) == 0
+    if np.any(np.diff(fr)[same_q] < 0):  # not sorted inside some query: sort by (query, frame)
+        order = np.lexsort((fr, q))
         tubes.frame_ids = fr = fr[order]
         tubes.boxes = bx = bx[order]
     dup = np.flatnonzero((np.diff(fr) == 0) & (np.diff(q) == 0))
@@ -416,11 +450,17 @@ def pack_predictions(
     has_sampled = np.array([s is not None for s in sampled], dtype=bool)
     packed_sampled = None
     if has_sampled.any():
-        st = _pack_tubes(
-            [[] if s is None else s for s in sampled],
-            [np.zeros((0 if s is None else len(s), 4)) for s in sampled],
-            refs.query_ids, PredictionError, f"{source}: prediction (sampled_frame_ids)",
-        )
+        lists = [[] if s is None else s for s in sampled]
+        counts = np.fromiter(map(len, lists), dtype=np.int64, count=n)
+        try:
+            flat = np.fromiter(chain.from_iterable(lists), dtype=np.float64, count=int(counts.sum()))
+        except (TypeError, ValueError):
+            flat = None
+        if flat is None or not np.all(flat == np.round(flat)):
+            bad = next(i for i, x in enumerate(lists) if not _all_integral(np.asarray(x)))
+            raise PredictionError(f"{source}: query {refs.query_ids[bad]!r}: field 'sampled_frame_ids': expected a list of integers")
+        st = Tubes(np.concatenate(([0], np.cumsum(counts))).astype(np.int64), flat.astype(np.int64), np.zeros((len(flat), 4)))
+        _validate_tubes(st, refs.query_ids, PredictionError, f"{source}: prediction (sampled_frame_ids)")
         packed_sampled = (st.offsets, st.frame_ids)
     missing = [refs.query_ids[i] for i in np.flatnonzero(~has)]
     return PredictionArrays(has, span, tubes, packed_sampled, has_sampled, span_source), missing

@@ -324,3 +324,21 @@ def test_degenerate_boxes_everywhere_give_zero_not_nan():
     rr["boxes"] = [zero] * 20
     r = compute_stvg_metrics([rr], [pred("q", (10, 30), {f: zero for f in range(10, 30)})], "dense", return_per_query=True)
     assert pq(r, "vIoU") == 0.0 and pq(r, "sIoU") == 0.0 and pq(r, "tIoU") == 1.0
+
+
+def test_unsorted_frames_are_sorted_with_their_boxes():
+    rr = ref("q")
+    rr["frame_ids"], rr["boxes"] = rr["frame_ids"][::-1], rr["boxes"][::-1]
+    boxes = {10: B, 15: B, 20: [5, 5, 5, 5], 25: [0, 0, 20, 10]}
+    p = {"query_id": "q", "span": [10, 30], "frame_ids": [25, 20, 15, 10], "boxes": [boxes[f] for f in (25, 20, 15, 10)]}
+    r = compute_stvg_metrics([rr], [p], return_per_query=True)
+    assert abs(pq(r, "vIoU") - (1 + 1 + 0 + 0.5) / 4) <= TOL
+
+
+def test_gt_span_frames_without_gt_box_are_not_scored():
+    # GT [10, 30) annotated only on 10..19: grid frames 20 and 25 leave the union and the intersection
+    rr = ref("q", frames=list(range(10, 20)))
+    r = one([rr], [pred("q", (10, 30), perfect(range(10, 30)))])
+    assert pq(r, "vIoU") == 1.0 and pq(r, "n_union") == 2 and pq(r, "gt_frames_without_box") == 2
+    d = one([rr], [pred("q", (10, 30), perfect(range(10, 30)))], "dense")
+    assert pq(d, "vIoU") == 1.0 and pq(d, "n_union") == 10
