@@ -122,6 +122,31 @@ class BridgeSTGProcessor(ProcessorMixin):
         }
         return [BridgeSTGVideoProcessor(**vp_kwargs), AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **tok_kwargs)]
 
+    @classmethod
+    def from_model_config(cls, config: Any, tokenizer: Any, **overrides: Any) -> "BridgeSTGProcessor":
+        """Build the processor that matches a `BridgeSTGConfig`: the backbone's patch / merge / temporal
+        patch sizes, the sampling (`sample_fps`, `max_frames`, `min_frames`), `num_bridge_queries`,
+        `span_source`, `answer_decimals`, and the resolution budget. `min_pixels` / `max_pixels` of the
+        config are read as Qwen2.5-VL pixel counts (merged tokens x 28²) and converted to the same token
+        counts on the backbone's grid (x 32² for Qwen3-VL, METHOD §3.2). ``overrides`` replace any
+        processor argument."""
+        vision = config.mllm_config.vision_config
+        patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
+        factor2 = (patch * merge) ** 2
+        vp = BridgeSTGVideoProcessor(
+            patch_size=patch, merge_size=merge, temporal_patch_size=int(vision.temporal_patch_size),
+            min_pixels=max(int(config.min_pixels) // (28 * 28), 1) * factor2,
+            max_pixels=max(int(config.max_pixels) // (28 * 28), 1) * factor2,
+            max_video_tokens=int(config.max_video_tokens),
+        )
+        kwargs = dict(
+            video_processor=vp, tokenizer=tokenizer, num_bridge_queries=int(config.num_bridge_queries),
+            span_source=str(config.span_source), answer_decimals=int(config.answer_decimals),
+            sample_fps=float(config.sample_fps), max_frames=int(config.max_frames), min_frames=int(config.min_frames),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     # ----------------------------------------------------------------------------- tokens
     @property
     def bridge_tokens(self) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO, Sequence, Union
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from .errors_bridge_stg import FrameSamplingError, VideoDecodeError
 
@@ -39,6 +40,7 @@ DEFAULT_SAMPLE_FPS = 2.0
 DEFAULT_MAX_FRAMES = 64
 DEFAULT_MIN_FRAMES = 4
 _EPS = 1e-6
+DECODER_THREAD_TYPE = "AUTO"  # FFmpeg frame + slice threads for decoding (PyAV thread_type)
 
 
 @dataclass
@@ -430,6 +432,10 @@ def _decode_needed(c: _Container, index: _Index, wanted: list[int], use_skip: bo
             raise VideoDecodeError(f"{c.where}: decoding failed at frame {i} ({err})") from err
         return out
 
+    # decoder threads (frame + slice). Skipping is decided per packet and only ever drops
+    # non-reference frames, so threading cannot change the pixels of any decoded frame.
+    stream.thread_type = DECODER_THREAD_TYPE
+    to_rgb = VideoReformatter()  # one swscale context for all frames (same conversion as frame.to_ndarray)
     want_pts = [int(index.pts[i]) for i in wanted]
     id_of_pts = {p: i for p, i in zip(want_pts, wanted)}
     want_set = set(want_pts)
@@ -442,15 +448,25 @@ def _decode_needed(c: _Container, index: _Index, wanted: list[int], use_skip: bo
 
     cur_decode_pos = -1
     sought: set[int] = set()
+    attempt = 0  # 0: seek to the keyframe's PTS, 1: to its DTS, 2: to the stream start
     try:
         while k < len(want_pts):
             j = keyframe_for(want_pts[k])
             sought.add(j)
-            # seeking by DTS lands on this keyframe (or an earlier one) for PTS- and DTS-indexed formats
-            container.seek(int(index.key_seek_ts[j]), stream=stream, backward=True, any_frame=False)
+            target = (int(index.key_pts[j]), int(index.key_seek_ts[j]), int(index.key_seek_ts[0]))[attempt]
+            container.seek(target, stream=stream, backward=True, any_frame=False)
             ctx.flush_buffers()
             reseek = False
+            first = True
             for packet in container.demux(stream):
+                if first and packet.pts is not None:
+                    first = False
+                    if int(packet.pts) > int(index.key_pts[j]) and attempt < 2:
+                        # the demuxer landed after the keyframe we need: seek further back
+                        attempt += 1
+                        reseek = True
+                        break
+                    attempt = 0
                 if packet.pts is not None:
                     cur_decode_pos = index.decode_pos_of_pts.get(int(packet.pts), cur_decode_pos)
                     if use_skip:
@@ -462,7 +478,7 @@ def _decode_needed(c: _Container, index: _Index, wanted: list[int], use_skip: bo
                         continue
                     p = int(frame.pts)
                     if p in id_of_pts and id_of_pts[p] not in out:
-                        out[id_of_pts[p]] = frame.to_ndarray(format="rgb24")
+                        out[id_of_pts[p]] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
                 while k < len(want_pts) and id_of_pts[want_pts[k]] in out:
                     k += 1
                 if k >= len(want_pts):

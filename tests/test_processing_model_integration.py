@@ -1,0 +1,64 @@
+"""Processor output through the tiny Qwen2.5-VL / Qwen3-VL BridgeSTGForVideoGrounding, and back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bridge_stg import BridgeSTGConfig
+from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.processing_bridge_stg import BridgeSTGProcessor
+
+from helpers_video import write_index_video
+
+modeling = pytest.importorskip("bridge_stg.modeling_bridge_stg", reason="model file not written yet")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> str:
+    return write_index_video(tmp_path_factory.mktemp("m") / "clip.mp4", 100, fps=25.0)
+
+
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "qwen3_vl"])
+def test_forward_and_ground(backbone, compact_tokenizer, clip):
+    torch.manual_seed(0)
+    config = BridgeSTGConfig(
+        mllm_config=tiny_mllm_config(backbone, compact_tokenizer),
+        bridge_token_ids=BridgeSTGProcessor(tokenizer=compact_tokenizer, num_bridge_queries=4).bridge_token_ids,
+        **tiny_bridge_kwargs(),
+    )
+    processor = BridgeSTGProcessor.from_model_config(config, compact_tokenizer)
+    factor = 28 if backbone == "qwen2_5_vl" else 32
+    assert processor.video_processor.factor == factor
+    model = modeling.BridgeSTGForVideoGrounding(config).eval()
+
+    frames = np.random.RandomState(0).randint(0, 256, size=(30, 48, 80, 3)).astype(np.uint8)
+    train = processor(
+        [clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0], segments=[(0, 100), None],
+        spans=[(20, 60), (5, 20)], boxes=[{20: [0, 0, 80, 32], 59: [80, 32, 160, 64]}, {5: [8, 8, 40, 40], 19: [20, 10, 60, 40]}],
+    )
+    video_tokens = int((train["input_ids"] == config.mllm_config.video_token_id).sum())
+    assert video_tokens == int((train["video_grid_thw"].prod(-1) // 4).sum())
+    model.train()
+    out = model(**train)
+    assert out.loss is not None and math.isfinite(float(out.loss))
+    out.loss.backward()
+
+    model.eval()
+    inputs = processor([clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0])
+    with torch.no_grad():
+        grounded = model.ground(**inputs)
+    results = processor.post_process_grounding(grounded, inputs, eval_frame_ids=[list(range(100)), list(range(30))])
+    for res, meta in zip(results, inputs.video_metadata):
+        span = res["span"]
+        s0, s1 = meta["segment"]
+        assert s0 <= span["start_frame"] < span["end_frame"] <= s1
+        for fid, box in zip(res["frames"], res["boxes"]):
+            assert span["start_frame"] <= fid < span["end_frame"] and fid in meta["frame_ids"]
+            assert 0 <= box[0] <= box[2] <= meta["width"] and 0 <= box[1] <= box[3] <= meta["height"]
+        assert res["eval_frame_ids"] == list(range(span["start_frame"], span["end_frame"]))
+        for box in res["eval_boxes"]:
+            assert 0 <= box[0] <= box[2] <= meta["width"] and 0 <= box[1] <= box[3] <= meta["height"]
