@@ -277,7 +277,8 @@ def _train_byte_bpe(corpus: Iterable[str], vocab_size: int) -> tuple[dict[str, i
 def build_compact_tokenizer(
     num_bridge_queries: int = 8, vocab_size: int = 1024, corpus: Sequence[str] | None = None
 ) -> PreTrainedTokenizerFast:
-    """A small byte-level BPE (``vocab_size`` learned entries incl. the 256 bytes) + the Qwen2.5 special
+    """A small byte-level BPE (at most ``vocab_size`` learned entries incl. the 256 bytes; fewer when the
+    corpus runs out of pairs: 934 with the default corpus) + the Qwen2.5 special
     tokens (ids right after the learned vocabulary) + the bridge tokens. Deterministic for a given
     corpus; encodes any text (byte-level)."""
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
