@@ -284,6 +284,9 @@ class _Container:
             self.container.close()
             raise VideoDecodeError(f"{self.where}: the file has no video stream")
         self.stream = self.container.streams.video[0]
+        # decoder threads (frame + slice), set before the codec opens. Frame skipping is decided per
+        # packet and only ever drops non-reference frames, so threading cannot change decoded pixels.
+        self.stream.thread_type = DECODER_THREAD_TYPE
 
     @property
     def where(self) -> str:
@@ -432,9 +435,6 @@ def _decode_needed(c: _Container, index: _Index, wanted: list[int], use_skip: bo
             raise VideoDecodeError(f"{c.where}: decoding failed at frame {i} ({err})") from err
         return out
 
-    # decoder threads (frame + slice). Skipping is decided per packet and only ever drops
-    # non-reference frames, so threading cannot change the pixels of any decoded frame.
-    stream.thread_type = DECODER_THREAD_TYPE
     to_rgb = VideoReformatter()  # one swscale context for all frames (same conversion as frame.to_ndarray)
     want_pts = [int(index.pts[i]) for i in wanted]
     id_of_pts = {p: i for p, i in zip(want_pts, wanted)}

@@ -264,6 +264,36 @@ def test_bad_fps_and_frame_ids(index_clip):
         read_video(index_clip, frame_ids=[])
 
 
+def test_retry_without_frame_skipping(index_clip, monkeypatch):
+    """If the fast path (non-reference skipping) misses a frame, the reader decodes again without
+    skipping on the same open container, and the result is still exact."""
+    from bridge_stg import video_io_bridge_stg as vio
+
+    real = vio._decode_needed
+    calls = []
+
+    def lossy(c, index, wanted, use_skip=True):
+        calls.append(use_skip)
+        out = real(c, index, wanted, use_skip=use_skip)
+        if use_skip:
+            out.pop(wanted[-1])  # pretend the fast path lost the last frame
+        return out
+
+    monkeypatch.setattr(vio, "_decode_needed", lossy)
+    video = read_video(index_clip, frame_ids=[4, 50, 97])
+    assert calls == [True, False]
+    assert [read_index(f) for f in video.frames] == [4, 50, 97]
+
+    def broken(c, index, wanted, use_skip=True):
+        out = real(c, index, wanted, use_skip=use_skip)
+        out.pop(wanted[-1])
+        return out
+
+    monkeypatch.setattr(vio, "_decode_needed", broken)
+    with pytest.raises(VideoDecodeError, match=r"index.mp4: frames \[97\] could not be decoded"):
+        read_video(index_clip, frame_ids=[4, 50, 97])
+
+
 def test_decoded_video_type(index_clip):
     video = read_video(index_clip, frame_ids=[1, 2])
     assert isinstance(video, DecodedVideo) and len(video) == 2
