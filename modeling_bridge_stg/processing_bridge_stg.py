@@ -9,6 +9,7 @@ Contract: ``docs/design.md`` §2 (tensors), §3 (prompt), §4 (post-processing);
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Mapping, Sequence
 
@@ -272,7 +273,10 @@ class BridgeSTGProcessor(ProcessorMixin):
             raise ValueError("BridgeSTGProcessor needs both `videos` and `text`")
         single = isinstance(text, str)
         texts = [text] if single else list(text)
-        video_list = [videos] if single else list(videos)
+        one_video = isinstance(videos, (str, os.PathLike, bytes, bytearray, np.ndarray, DecodedVideo)) or hasattr(
+            videos, "read"
+        )
+        video_list = [videos] if (single or one_video) else list(videos)
         if len(video_list) != len(texts):
             raise ValueError(f"got {len(video_list)} videos for {len(texts)} queries")
         batch = len(texts)

@@ -238,6 +238,8 @@ def test_bad_queries_and_long_prompt(processor, clip, tmp_path):
         processor(str(tmp_path / "missing.mp4"), "the bar")
     with pytest.raises(ValueError, match="2 videos for 1 queries"):
         processor([clip, clip], ["one"])
+    # a single video with a one-element query list is one sample, not a list of characters
+    assert processor(clip, ["the bar"])["input_ids"].shape[0] == 1
 
 
 def test_decoded_video_input(processor, clip):
