@@ -1,12 +1,14 @@
 """bridge-stg: Bridge-STG spatio-temporal video grounding, Hugging Face-native.
 
-Importing the package registers ``bridge_stg`` with ``AutoConfig`` / ``AutoModel`` (and, once they
-exist, ``AutoProcessor`` and the ``video-grounding`` pipeline).
+Importing the package registers ``bridge_stg`` with ``AutoConfig`` / ``AutoModel`` / ``AutoProcessor``
+(and the ``video-grounding`` pipeline once it exists).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_bridge_stg import BridgeSTGConfig
 from .errors_bridge_stg import (
@@ -18,10 +20,38 @@ from .errors_bridge_stg import (
     UnsafePathError,
     VideoDecodeError,
 )
+from .modeling_bridge_stg import (
+    BridgeSTGForVideoGrounding,
+    BridgeSTGGroundingOutput,
+    BridgeSTGModelOutput,
+    BridgeSTGPreTrainedModel,
+)
+from .processing_bridge_stg import BridgeSTGProcessor
+from .video_io_bridge_stg import DecodedVideo, VideoMetadata, probe_video, read_video
+from .video_processing_bridge_stg import BridgeSTGVideoProcessor
+
+AutoConfig.register(BridgeSTGConfig.model_type, BridgeSTGConfig, exist_ok=True)
+AutoModel.register(BridgeSTGConfig, BridgeSTGForVideoGrounding, exist_ok=True)
+AutoProcessor.register(BridgeSTGConfig, BridgeSTGProcessor, exist_ok=True)
+
+# checkpoints saved from this package carry the code (auto_map) and load with trust_remote_code=True
+BridgeSTGConfig.register_for_auto_class()
+BridgeSTGForVideoGrounding.register_for_auto_class("AutoModel")
+BridgeSTGProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "__version__",
     "BridgeSTGConfig",
+    "BridgeSTGForVideoGrounding",
+    "BridgeSTGPreTrainedModel",
+    "BridgeSTGModelOutput",
+    "BridgeSTGGroundingOutput",
+    "BridgeSTGProcessor",
+    "BridgeSTGVideoProcessor",
+    "read_video",
+    "probe_video",
+    "DecodedVideo",
+    "VideoMetadata",
     "BridgeSTGError",
     "VideoDecodeError",
     "FrameSamplingError",
