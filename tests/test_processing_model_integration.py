@@ -74,7 +74,7 @@ def test_forward_and_ground(backbone, compact_tokenizer, clip):
     model.eval()
     inputs = processor([clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0])
     with torch.no_grad():
-        grounded = model.ground(**inputs)
+        grounded = model.ground(**inputs, tokenizer=compact_tokenizer)
     results = processor.post_process_grounding(grounded, inputs, eval_frame_ids=[list(range(100)), list(range(30))])
     for res, meta in zip(results, inputs.video_metadata):
         span = res["span"]
@@ -86,3 +86,30 @@ def test_forward_and_ground(backbone, compact_tokenizer, clip):
         assert res["eval_frame_ids"] == list(range(span["start_frame"], span["end_frame"]))
         for box in res["eval_boxes"]:
             assert 0 <= box[0] <= box[2] <= meta["width"] and 0 <= box[1] <= box[3] <= meta["height"]
+
+
+def test_frame_mode_forward_and_ground(compact_tokenizer):
+    """span_source="frame": bridge tokens right after the prompt, labels all -100, span from frame logits."""
+    modeling = pytest.importorskip("bridge_stg.modeling_bridge_stg", reason="model file not written yet")
+    torch.manual_seed(0)
+    config = BridgeSTGConfig(
+        mllm_config=tiny_mllm_config("qwen3_vl", compact_tokenizer),
+        bridge_token_ids=BridgeSTGProcessor(tokenizer=compact_tokenizer, num_bridge_queries=4).bridge_token_ids,
+        **tiny_bridge_kwargs(span_source="frame"),
+    )
+    processor = BridgeSTGProcessor.from_model_config(config, compact_tokenizer)
+    assert processor.span_source == "frame"
+    model = modeling.BridgeSTGForVideoGrounding(config)
+    frames = np.random.RandomState(1).randint(0, 256, size=(30, 48, 80, 3)).astype(np.uint8)
+    train = processor([frames, frames[:12]], ["the noise", "a box"], video_fps=10.0, spans=[(5, 20), (2, 8)],
+                      boxes=[{5: [0, 0, 10, 10]}, {2: [1, 1, 20, 20], 7: [5, 5, 30, 30]}])
+    assert (train["labels"] == -100).all()
+    out = model(**train)
+    assert math.isfinite(out.loss.item())
+    model.eval()
+    inputs = processor(frames, "the noise", video_fps=10.0)
+    with torch.no_grad():
+        grounded = model.ground(**inputs)
+    (res,) = processor.post_process_grounding(grounded, inputs)
+    assert res["span_source"] in ("frame", "relevance_fallback")
+    assert 0 <= res["span"]["start_frame"] < res["span"]["end_frame"] <= 30
