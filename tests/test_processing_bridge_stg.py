@@ -259,16 +259,22 @@ def _save(tmp_path, processor, tokenizer, remote: bool) -> str:
         **tiny_bridge_kwargs(),
     )
     path = str(tmp_path / ("remote" if remote else "installed"))
-    if remote:
-        BridgeSTGConfig.register_for_auto_class()
-        BridgeSTGProcessor.register_for_auto_class("AutoProcessor")
+    # the package __init__ may register the classes for remote code at import: set the wanted state for
+    # this save only, then restore whatever it was (other tests rely on the package's global state)
+    classes = (BridgeSTGConfig, BridgeSTGProcessor)
+    saved = [cls.__dict__.get("_auto_class", None) for cls in classes]
     try:
+        if remote:
+            BridgeSTGConfig.register_for_auto_class()
+            BridgeSTGProcessor.register_for_auto_class("AutoProcessor")
+        else:
+            for cls in classes:
+                cls._auto_class = None
         config.save_pretrained(path)
         processor.save_pretrained(path)
     finally:
-        if remote:  # keep other tests' saves free of auto_map
-            for cls in (BridgeSTGConfig, BridgeSTGProcessor):
-                cls._auto_class = None
+        for cls, value in zip(classes, saved):
+            cls._auto_class = value
     return path
 
 
