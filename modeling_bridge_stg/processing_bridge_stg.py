@@ -236,6 +236,7 @@ class BridgeSTGProcessor(ProcessorMixin):
         training: bool | None = None,
         max_length: int | None = None,
         task_ids: Sequence[int] | None = None,
+        with_answer: Sequence[bool] | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Build model inputs for one or a batch of (video, query) pairs.
@@ -258,6 +259,9 @@ class BridgeSTGProcessor(ProcessorMixin):
                 ``labels``; defaults to ``spans is not None``.
             max_length: the longest prompt accepted (default ``tokenizer.model_max_length``).
             task_ids: optional ``(B,)`` task ids (0 stvg, 1 tvg, 2 rec).
+            with_answer: optional, one bool per sample (training, ``span_source="text"`` only): ``False``
+                appends the bridge tokens right after the prompt with no answer text and no LM labels, as for
+                image REC rows (METHOD §3.9). Default: every sample carries the answer.
 
         Returns:
             `BatchFeature` with the keys of design.md §2 (B samples, L tokens, F = max sampled frames):
@@ -303,11 +307,16 @@ class BridgeSTGProcessor(ProcessorMixin):
             raise ValueError(f"padding_side: must be 'left' or 'right', got {padding_side!r}")
         limit = int(max_length) if max_length is not None else int(getattr(self.tokenizer, "model_max_length", 1 << 30))
 
+        answer_list = [True] * batch if with_answer is None else [bool(a) for a in with_answer]
+        if len(answer_list) != batch:
+            raise ValueError(f"with_answer: expected {batch} entries (one per sample), got {len(answer_list)}")
         queries = [self._check_query(q, i) for i, q in enumerate(texts)]
         samples = []
         for i in range(batch):
             decoded = self._decode(video_list[i], fps_list[i], seg_list[i], ids_list[i])
-            samples.append(self._encode_sample(i, queries[i], decoded, span_list[i], box_list[i], training, limit))
+            samples.append(self._encode_sample(
+                i, queries[i], decoded, span_list[i], box_list[i], training, limit, with_answer=answer_list[i]
+            ))
         return self._collate(samples, padding_side, training, spans is not None, return_tensors, task_ids)
 
     # ----------------------------------------------------------------------------- per sample
@@ -324,7 +333,8 @@ class BridgeSTGProcessor(ProcessorMixin):
         )
 
     def _encode_sample(
-        self, index: int, query: str, video: DecodedVideo, span: Any, boxes: Any, training: bool, limit: int
+        self, index: int, query: str, video: DecodedVideo, span: Any, boxes: Any, training: bool, limit: int,
+        with_answer: bool = True,
     ) -> dict[str, Any]:
         meta = video.metadata
         ids = list(video.frame_ids)
@@ -347,7 +357,7 @@ class BridgeSTGProcessor(ProcessorMixin):
         if span is not None:
             tube = self._check_span(span, seg_start, seg_end, meta.name, index)
         if training:
-            if self.span_source == "text":
+            if self.span_source == "text" and with_answer:
                 a = (tube[0] - seg_start) / meta.fps
                 b = (tube[1] - seg_start) / meta.fps
                 answer_ids = self.tokenizer(self.format_answer(a, b), add_special_tokens=False)["input_ids"]
