@@ -417,7 +417,10 @@ class BridgeSTGPreTrainedModel(PreTrainedModel):
             init.zeros_(module.layer_logits)
         elif isinstance(module, BridgeSTGBridge):
             init.normal_(module.bridge_embeddings, mean=0.0, std=std)
-            init.normal_(module.query_embed, mean=0.0, std=1.0)
+            init.normal_(module.query_embed, mean=0.0, std=std)
+            # the time of a frame is the only thing telling apart the two frames of a temporal group:
+            # keep its embedding at unit scale instead of the tiny default init
+            init.normal_(module.time_proj.weight, mean=0.0, std=module.hidden**-0.5)
         elif isinstance(module, BridgeSTGTemporalHead):
             init.constant_(module.rel_alpha, 10.0)
             init.constant_(module.rel_beta, -5.0)
