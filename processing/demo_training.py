@@ -1,0 +1,307 @@
+"""Training recipe of the shipped demo checkpoint (``bridge-stg demo --train``).
+
+A tiny Bridge-STG (a tiny Qwen2.5-VL-shaped backbone built from config, the real classes and code paths,
+a compact tokenizer) is trained from random weights on an endless stream of synthetic STVG clips rendered
+in memory (:func:`bridge_stg.processing.synthetic.render_synthetic_clip`), with the per-frame span head
+(``span_source="frame"``) and the reference-point box head (METHOD §3.15).
+
+Seeds. Every clip comes from ``numpy.random.default_rng([DEMO_SEED_ROOT, stream, seed, index])``. The
+training stream (``TRAIN_STREAM``), the held-out validation stream used for the learning curve
+(``VALIDATION_STREAM``) and the demo's test stream (``TEST_STREAM``) differ in the second entry, so no
+test clip can ever be a training clip, whatever the seeds.
+
+Why a plain loop and not ``transformers.Trainer``: the data is an endless in-memory stream whose batches
+are built by the processor in the training process (rendering + processing is ~10 % of a step), the
+budget is wall-clock minutes on a shared 2-core CPU, and the learning curve is measured with the real
+grounding path (``model.ground`` + ``post_process_grounding`` + the exact metric) every few minutes. A
+Trainer would need an ``IterableDataset`` + collator + a time-budget callback + a custom evaluation loop
+for the same thing, with dataloader worker processes competing for the 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from ..configuration_bridge_stg import BridgeSTGConfig
+from ..modeling_bridge_stg import BridgeSTGForVideoGrounding
+from ..processing_bridge_stg import BridgeSTGProcessor
+from .synthetic import SyntheticClip, SyntheticSpec, render_synthetic_clip
+from .tiny import tiny_bridge_kwargs, tiny_mllm_config
+from .tokenizer import bridge_token_ids, build_compact_tokenizer
+
+logger = logging.get_logger(__name__)
+
+#: first entry of every demo clip seed sequence
+DEMO_SEED_ROOT = 20260707
+TRAIN_STREAM = 1
+VALIDATION_STREAM = 2
+TEST_STREAM = 3
+
+#: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
+DEMO_SPEC = SyntheticSpec()
+NUM_BRIDGE_QUERIES = 4
+
+
+def clip_rng(stream: int, seed: int, index: int) -> np.random.Generator:
+    """The generator of clip ``index`` of ``stream`` (train / validation / test) under ``seed``."""
+    return np.random.default_rng([DEMO_SEED_ROOT, int(stream), int(seed), int(index)])
+
+
+def render_clips(stream: int, seed: int, start: int, count: int, spec: SyntheticSpec = DEMO_SPEC) -> list[SyntheticClip]:
+    """Render clips ``start .. start + count - 1`` of a stream in memory."""
+    return [render_synthetic_clip(clip_rng(stream, seed, start + i), spec) for i in range(count)]
+
+
+@dataclass
+class DemoModelArguments:
+    """Sizes of the demo model (defaults: the shipped checkpoint)."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 256
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    decoder_layers: int = 2
+    decoder_hidden_size: int = 128
+    decoder_ffn_dim: int = 256
+    max_frames: int = 16
+    frame_side: int = 112
+
+
+@dataclass
+class DemoTrainingArguments:
+    """Options of ``bridge-stg demo --train``."""
+
+    output_dir: str = "demo_checkpoint"
+    seed: int = 0
+    minutes: float = 30.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    eval_every_minutes: float = 3.0
+    num_eval_clips: int = 96
+    num_threads: int = 2
+    model: DemoModelArguments = field(default_factory=DemoModelArguments)
+
+
+def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGProcessor]:
+    """A freshly initialised demo model and its processor (compact tokenizer, tiny Qwen2.5-VL backbone)."""
+    m = model_args or DemoModelArguments()
+    tok = build_compact_tokenizer(num_bridge_queries=NUM_BRIDGE_QUERIES)
+    mllm = tiny_mllm_config(
+        "qwen2_5_vl", tok, hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads, num_key_value_heads=m.num_key_value_heads,
+        intermediate_size=m.intermediate_size, vision_depth=m.vision_depth, vision_hidden_size=m.vision_hidden_size,
+    )
+    pixels = m.frame_side * m.frame_side
+    kwargs = tiny_bridge_kwargs(
+        num_bridge_queries=NUM_BRIDGE_QUERIES, decoder_layers=m.decoder_layers, decoder_hidden_size=m.decoder_hidden_size,
+        decoder_ffn_dim=m.decoder_ffn_dim, max_frames=m.max_frames, max_pixels=pixels, min_pixels=pixels,
+        max_video_tokens=1024, num_positive_frames=8, num_negative_frames=2,
+    )
+    config = BridgeSTGConfig(
+        mllm_config=mllm, bridge_token_ids=bridge_token_ids(tok, NUM_BRIDGE_QUERIES), span_source="frame",
+        freeze_vision=False, **kwargs,
+    )
+    torch.manual_seed(seed)
+    model = BridgeSTGForVideoGrounding(config)
+    processor = BridgeSTGProcessor.from_model_config(config, tok)
+    return model, processor
+
+
+def training_batch(processor: BridgeSTGProcessor, clips: Sequence[SyntheticClip]) -> Any:
+    """Processor inputs with training targets for a list of rendered clips."""
+    return processor(
+        videos=[c.frames for c in clips], text=[c.query for c in clips], video_fps=[c.fps for c in clips],
+        spans=[(c.tube_start, c.tube_end) for c in clips],
+        boxes=[{"frame_ids": list(c.frame_ids), "boxes": [list(b) for b in c.boxes]} for c in clips], training=True,
+    )
+
+
+def reference_rows(clips: Sequence[SyntheticClip], prefix: str) -> list[dict[str, Any]]:
+    """Canonical reference rows (``docs/schema.md``) of in-memory clips; query ids ``{prefix}_{i}``."""
+    return [c.row(f"{prefix}_{i}", f"{prefix}_{i}", f"{prefix}_{i}.mp4") for i, c in enumerate(clips)]
+
+
+@torch.no_grad()
+def ground_clips(
+    model: BridgeSTGForVideoGrounding,
+    processor: BridgeSTGProcessor,
+    clips: Sequence[SyntheticClip],
+    prefix: str,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "grounding",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Ground every clip; return (prediction rows for the metric, raw post-processed results).
+
+    Prediction rows carry boxes on the ``tubedetr`` scored frames inside the predicted span (interpolated
+    between decoded frames by ``post_process_grounding``).
+    """
+    from ..evaluation import tubedetr_grid
+
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    raw: list[dict[str, Any]] = []
+    for s in tqdm(range(0, len(clips), batch_size), desc=desc, disable=not progress, leave=False):
+        chunk = clips[s: s + batch_size]
+        inputs = processor(videos=[c.frames for c in chunk], text=[c.query for c in chunk], video_fps=[c.fps for c in chunk])
+        meta = inputs.video_metadata
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        out = model.ground(**tensors, tokenizer=processor.tokenizer)
+        grids = [tubedetr_grid(0, c.num_frames, c.fps).tolist() for c in chunk]
+        results = processor.post_process_grounding(out, meta, eval_frame_ids=grids)
+        for j, res in enumerate(results):
+            qid = f"{prefix}_{s + j}"
+            rows.append({
+                "query_id": qid, "span": [res["span"]["start_frame"], res["span"]["end_frame"]],
+                "frame_ids": res["eval_frame_ids"], "boxes": res["eval_boxes"], "span_source": res["span_source"],
+            })
+            raw.append(res)
+    model.train(was_training)
+    return rows, raw
+
+
+def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fraction: float = 0.28) -> list[dict[str, Any]]:
+    """The trivial baseline: the whole clip as span and a centred square box (side = ``box_fraction`` ×
+    the shorter side; 0.28 is the mean target size of ``DEMO_SPEC``) on every scored frame."""
+    from ..evaluation import tubedetr_grid
+
+    rows = []
+    for i, c in enumerate(clips):
+        side = box_fraction * min(c.width, c.height)
+        cx, cy = c.width / 2, c.height / 2
+        box = [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+        grid = tubedetr_grid(0, c.num_frames, c.fps).tolist()
+        rows.append({"query_id": f"{prefix}_{i}", "span": [0, c.num_frames], "frame_ids": grid, "boxes": [box] * len(grid)})
+    return rows
+
+
+def evaluate_clips(
+    model: BridgeSTGForVideoGrounding, processor: BridgeSTGProcessor, clips: Sequence[SyntheticClip], prefix: str,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Ground and score clips with the exact metric (``tubedetr`` protocol); the metric's result dict."""
+    from ..evaluation import compute_stvg_metrics
+
+    rows, _ = ground_clips(model, processor, clips, prefix, progress=progress)
+    return compute_stvg_metrics(reference_rows(clips, prefix), rows, protocol="tubedetr")
+
+
+def _lr_factor(step: int, progress: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up, then cosine decay over the run's progress (fraction of steps or minutes) to ``min_ratio``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(max(progress, 0.0), 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _headline(result: dict[str, Any]) -> dict[str, float]:
+    a = result["all"]
+    return {k: float(a[k]) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5") if a.get(k) is not None}
+
+
+def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, Any]:
+    """Train the demo model, save the checkpoint folder (model + processor + learning curve); return the summary."""
+    torch.set_num_threads(args.num_threads)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, processor = build_demo_model(args.model, seed=args.seed)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.warning(f"demo model: {n_params / 1e6:.2f} M parameters; training for {args.minutes} min"
+                   + (f" / {args.max_steps} steps" if args.max_steps else ""))
+    optim = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips)
+    budget_s = args.minutes * 60.0
+    curve: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    eval_time = 0.0
+    next_eval = args.eval_every_minutes * 60.0
+    step = 0
+    ema: dict[str, float] = {}
+    bar = tqdm(total=args.max_steps, desc="demo training", disable=not progress, dynamic_ncols=True)
+
+    def run_eval() -> None:
+        nonlocal eval_time
+        e0 = time.perf_counter()
+        res = evaluate_clips(model, processor, val_clips, "val", progress=False)
+        eval_time += time.perf_counter() - e0
+        point = {"step": step, "train_minutes": round((time.perf_counter() - t0 - eval_time) / 60.0, 2), **_headline(res),
+                 "loss": round(ema.get("loss", float("nan")), 4)}
+        curve.append(point)
+        logger.warning(f"held-out ({len(val_clips)} clips) at step {step}: {json.dumps(point)}")
+        (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))
+
+    while True:
+        train_s = time.perf_counter() - t0 - eval_time
+        if args.max_steps is not None and step >= args.max_steps:
+            break
+        if train_s >= budget_s:
+            break
+        frac = max(step / args.max_steps if args.max_steps else 0.0, train_s / budget_s)
+        lr = args.learning_rate * _lr_factor(step, frac, args.warmup_steps, args.min_lr_ratio)
+        for g in optim.param_groups:
+            g["lr"] = lr
+        clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size)
+        batch = training_batch(processor, clips)
+        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        outputs = model(**tensors)
+        loss = outputs.loss
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: {loss.item()}")
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optim.step()
+        step += 1
+        parts = {"loss": float(loss.detach())}
+        for name in ("loss_span", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive"):
+            v = getattr(outputs, name, None)
+            if isinstance(v, torch.Tensor):
+                parts[name.replace("loss_", "")] = float(v.detach())
+        for k, v in parts.items():
+            ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"lr": f"{lr:.1e}"}, refresh=False)
+        if time.perf_counter() - t0 - eval_time >= next_eval:
+            run_eval()
+            next_eval += args.eval_every_minutes * 60.0
+    bar.close()
+    train_minutes = (time.perf_counter() - t0 - eval_time) / 60.0
+    run_eval()
+    final = curve[-1]
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    summary = {
+        "seed": args.seed, "steps": step, "train_minutes": round(train_minutes, 2),
+        "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2), "parameters": n_params,
+        "validation": final, "args": asdict(args),
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+__all__ = [
+    "DEMO_SEED_ROOT", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
+    "ground_clips", "trivial_baseline_rows", "evaluate_clips", "train_demo",
+]
