@@ -250,6 +250,9 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         curve.append(point)
         logger.warning(f"held-out ({len(val_clips)} clips) at step {step}: {json.dumps(point)}")
         (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))
+        # the folder always holds the latest evaluated weights, so an interrupted run still leaves a checkpoint
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
 
     while True:
         train_s = time.perf_counter() - t0 - eval_time
@@ -289,8 +292,6 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     train_minutes = (time.perf_counter() - t0 - eval_time) / 60.0
     run_eval()
     final = curve[-1]
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
     summary = {
         "seed": args.seed, "steps": step, "train_minutes": round(train_minutes, 2),
         "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2), "parameters": n_params,

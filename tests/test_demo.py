@@ -1,0 +1,90 @@
+"""``bridge-stg demo``: a few training steps end to end, and the demo on the shipped checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from bridge_stg.commands.cli import main as cli_main
+from bridge_stg.commands.demo import DEMO_CHECKPOINT, annotate_frames, draw_box
+from bridge_stg.processing.demo_training import (
+    TEST_STREAM, TRAIN_STREAM, VALIDATION_STREAM, clip_rng, render_clips, trivial_baseline_rows,
+)
+
+METRIC_KEYS = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")
+
+
+def _check_metrics_json(path: Path, num_queries: int) -> dict:
+    result = json.loads(path.read_text())
+    assert result["protocol"] == "tubedetr"
+    for k in METRIC_KEYS:
+        assert 0.0 <= result["all"][k] <= 1.0
+    assert result["all"]["num_queries"] == num_queries
+    return result
+
+
+def test_streams_are_disjoint() -> None:
+    a = clip_rng(TRAIN_STREAM, 0, 0).integers(1 << 62, size=4)
+    b = clip_rng(VALIDATION_STREAM, 0, 0).integers(1 << 62, size=4)
+    c = clip_rng(TEST_STREAM, 0, 0).integers(1 << 62, size=4)
+    assert not np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(b, c)
+    # deterministic
+    assert np.array_equal(render_clips(TEST_STREAM, 3, 5, 1)[0].frames, render_clips(TEST_STREAM, 3, 5, 1)[0].frames)
+
+
+def test_trivial_baseline_and_drawing() -> None:
+    clip = render_clips(TEST_STREAM, 0, 0, 1)[0]
+    row = trivial_baseline_rows([clip], "t")[0]
+    assert row["span"] == [0, clip.num_frames] and len(row["frame_ids"]) == len(row["boxes"]) > 0
+    frame = np.zeros((20, 30, 3), np.uint8)
+    draw_box(frame, [5, 4, 15, 12], (255, 0, 0), thickness=1)
+    assert (frame[4, 5:15, 0] == 255).all() and (frame[11, 5:15, 0] == 255).all()
+    assert frame[8, 10, 0] == 0  # outline only
+    out = annotate_frames(clip.frames, {clip.tube_start: clip.boxes[0]}, {f: b for f, b in zip(clip.frame_ids, clip.boxes)},
+                          (clip.tube_start, clip.tube_end))
+    assert out.shape == clip.frames.shape and not np.array_equal(out, clip.frames)
+
+
+def test_demo_train_few_steps_then_demo(tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
+
+    ckpt = tmp_path / "ckpt"
+    rc = cli_main(["demo", "--train", "--max-steps", "2", "--num-eval-clips", "4", "--output-dir", str(ckpt),
+                   "--threads", "1", "--no-progress"])
+    assert rc == 0
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
+    curve = json.loads((ckpt / "learning_curve.json").read_text())
+    assert curve[-1]["step"] == 2 and 0.0 <= curve[-1]["m_tIoU"] <= 1.0
+    model = AutoModel.from_pretrained(ckpt)
+    assert isinstance(model, BridgeSTGForVideoGrounding) and model.config.span_source == "frame"
+    BridgeSTGProcessor.from_pretrained(ckpt)
+    out = tmp_path / "demo"
+    rc = cli_main(["demo", "--checkpoint", str(ckpt), "--out", str(out), "--num-clips", "3", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    _check_metrics_json(out / "metrics.json", 3)
+    _check_metrics_json(out / "baseline_metrics.json", 3)
+
+
+@pytest.mark.skipif(not (DEMO_CHECKPOINT / "model.safetensors").is_file(), reason="shipped demo checkpoint not present")
+def test_demo_on_shipped_checkpoint(tmp_path: Path) -> None:
+    size = sum(p.stat().st_size for p in DEMO_CHECKPOINT.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20
+    card = (DEMO_CHECKPOINT / "README.md").read_text()
+    assert "synthetic" in card and "bridge-stg demo --train" in card
+    out = tmp_path / "demo"
+    rc = cli_main(["demo", "--out", str(out), "--num-clips", "4", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    _check_metrics_json(out / "metrics.json", 4)
+    example = json.loads((out / "example.json").read_text())
+    span = example["prediction"]["span"]
+    assert 0 <= span["start_frame"] < span["end_frame"] <= example["num_frames"]
+    with av.open(str(out / "example.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == example["num_frames"] and frames[0].shape == (example["height"], example["width"], 3)
+    assert (out / "checkpoint" / "model.safetensors").is_file()
