@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         targs = DemoTrainingArguments(
             output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps,
             batch_size=args.batch_size, eval_every_minutes=args.eval_every_minutes, num_eval_clips=args.num_eval_clips,
-            num_threads=args.threads,
+            num_threads=args.threads, command="bridge-stg demo " + " ".join(argv),
         )
         summary = train_demo(targs, progress=progress)
         print(json.dumps({k: summary[k] for k in ("seed", "steps", "train_minutes", "wall_minutes", "validation")}))
