@@ -64,6 +64,7 @@ setup(
         "bridge_stg.evaluation",
         "bridge_stg.evaluation.stvg",
         "bridge_stg.commands",
+        "bridge_stg.model_cards",
     ],
     package_dir={
         "bridge_stg": "modeling_bridge_stg",
@@ -71,11 +72,13 @@ setup(
         "bridge_stg.evaluation": "evaluation",
         "bridge_stg.evaluation.stvg": "evaluation/stvg",
         "bridge_stg.commands": "commands",
+        "bridge_stg.model_cards": "model_cards",
     },
     package_data={
         "bridge_stg": ["demo_checkpoint/*", "demo_checkpoint/**/*"],
         "bridge_stg.evaluation.stvg": ["README.md"],
         "bridge_stg.commands": ["*.md"],
+        "bridge_stg.model_cards": ["*.md"],
     },
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_bridge_stg import BridgeSTGConfig
 from .errors_bridge_stg import (
@@ -29,6 +30,7 @@ from .modeling_bridge_stg import (
 from .processing_bridge_stg import BridgeSTGProcessor
 from .video_io_bridge_stg import DecodedVideo, VideoMetadata, probe_video, read_video
 from .video_processing_bridge_stg import BridgeSTGVideoProcessor
+from .pipeline_video_grounding import VideoGroundingPipeline
 
 AutoConfig.register(BridgeSTGConfig.model_type, BridgeSTGConfig, exist_ok=True)
 AutoModel.register(BridgeSTGConfig, BridgeSTGForVideoGrounding, exist_ok=True)
@@ -39,6 +41,10 @@ BridgeSTGConfig.register_for_auto_class()
 BridgeSTGForVideoGrounding.register_for_auto_class("AutoModel")
 BridgeSTGProcessor.register_for_auto_class("AutoProcessor")
 
+PIPELINE_REGISTRY.register_pipeline(
+    "video-grounding", pipeline_class=VideoGroundingPipeline, pt_model=AutoModel, type="multimodal"
+)
+
 __all__ = [
     "__version__",
     "BridgeSTGConfig",
@@ -48,6 +54,7 @@ __all__ = [
     "BridgeSTGGroundingOutput",
     "BridgeSTGProcessor",
     "BridgeSTGVideoProcessor",
+    "VideoGroundingPipeline",
     "read_video",
     "probe_video",
     "DecodedVideo",
