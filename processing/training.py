@@ -1,0 +1,507 @@
+"""Helpers to train and evaluate Bridge-STG with ``transformers.Trainer`` (METHOD §3.8–§3.10, HF_NOTES §11–§12).
+
+* :func:`build_optimizer_param_groups`: AdamW groups, MLLM (``model.mllm``, LoRA adapters included) vs the
+  Bridge-STG modules (bridge, decoder, heads), no weight decay on norms, biases and other 0-/1-D tensors.
+* :class:`BridgeSTGTrainer`: a ``Trainer`` with those two learning rates, per-component loss logging
+  (``loss_lm`` … ``loss_span``), correct gradient-accumulation scaling, and an evaluation that runs the
+  real inference path (``model.ground``) for ``compute_metrics``. A plain ``Trainer`` works too (see below).
+* :func:`apply_lora`: PEFT LoRA on the LLM's q/k/v/o/gate/up/down only, bridge/decoder/heads trained in full.
+* :func:`freeze_vision_encoder`.
+* :func:`results_to_prediction_rows`, :func:`eval_frame_ids_for`, :func:`predict_grounding`,
+  :func:`evaluate_grounding`, :func:`make_compute_metrics`: predictions -> canonical prediction rows ->
+  :func:`bridge_stg.evaluation.compute_stvg_metrics`.
+
+Trainer settings that matter (HF_NOTES §11): ``remove_unused_columns=False`` (the collator needs the
+row columns), ``use_cpu=True`` / ``report_to="none"`` on CPU. With a *plain* ``Trainer`` also note that
+the model's ``forward(**kwargs)`` makes Trainer believe the model normalises its loss by
+``num_items_in_batch``, so it stops dividing by ``gradient_accumulation_steps``: use
+:class:`BridgeSTGTrainer` (it fixes this) or ``gradient_accumulation_steps=1``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import EvalPrediction, Trainer
+
+from bridge_stg.errors_bridge_stg import PredictionError
+
+MLLM_ATTRIBUTE = "mllm"
+#: the model's non-MLLM submodules (unique names: PEFT matches ``modules_to_save`` by suffix, HF_NOTES §12)
+STG_MODULES = ("stg_bridge", "stg_decoder", "stg_heads")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: full-match regex over module names: the LLM's projections only (not the vision tower, not the decoder)
+LORA_TARGET_REGEX = r"mllm\..*language_model\..*\.(?:" + "|".join(LORA_TARGETS) + r")"
+COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive", "loss_span")
+SPAN_SOURCES = ("text", "frame", "relevance_fallback")
+#: order of the arrays ``BridgeSTGTrainer.prediction_step`` returns (what ``make_compute_metrics`` reads)
+#: (the label_ids are the sampled ``frame_ids`` (B, F), −1 / −100 padding)
+PREDICTION_FIELDS = ("pred_span_seconds", "pred_span_frames", "pred_boxes", "pred_scores", "decoded_frame_mask",
+                     "span_source")
+
+
+# ----------------------------------------------------------------------------------------- model plumbing
+def unwrap_bridge_model(model: nn.Module) -> nn.Module:
+    """The `BridgeSTGForVideoGrounding` inside DDP / ``torch.compile`` / PEFT wrappers."""
+    seen = 0
+    while not hasattr(model, MLLM_ATTRIBUTE) or not all(hasattr(model, m) for m in STG_MODULES):
+        seen += 1
+        if seen > 8:
+            break
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        elif hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            break
+    if not hasattr(model, MLLM_ATTRIBUTE):
+        raise ValueError(f"model: no '{MLLM_ATTRIBUTE}' submodule found in {type(model).__name__} (not a Bridge-STG model?)")
+    return model
+
+
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """Parameters without weight decay: biases, every parameter of a normalisation layer, and any 0-/1-D
+    tensor (norm gains, layer-fusion logits, the relevance α/β)."""
+    ids: set[int] = set()
+    for module in model.modules():
+        norm = "norm" in type(module).__name__.lower() or isinstance(module, (nn.LayerNorm, nn.GroupNorm))
+        for name, p in module.named_parameters(recurse=False):
+            if norm or name == "bias" or name.endswith("_bias") or p.ndim < 2:
+                ids.add(id(p))
+    return ids
+
+
+def build_optimizer_param_groups(
+    model: nn.Module, mllm_lr: float = 2e-5, head_lr: float = 1e-4, weight_decay: float = 0.05
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups for a Bridge-STG model (plain, PEFT-wrapped or DDP-wrapped).
+
+    Trainable parameters (``requires_grad``) are split into the MLLM (everything under ``model.mllm``,
+    including LoRA adapters) at ``mllm_lr`` and the Bridge-STG modules (everything else: bridge, decoder,
+    heads, also PEFT's trainable copies of them) at ``head_lr``; each into decay (``weight_decay``) and
+    no-decay (norms, biases, 0-/1-D tensors). Empty groups are left out. Every group carries a ``"name"``
+    (``mllm``, ``mllm_no_decay``, ``stg``, ``stg_no_decay``).
+
+    Returns:
+        list of ``{"params", "lr", "weight_decay", "name"}`` dicts for ``torch.optim.AdamW``.
+    """
+    base = unwrap_bridge_model(model)
+    mllm_ids = {id(p) for p in getattr(base, MLLM_ATTRIBUTE).parameters()}
+    no_decay = _no_decay_ids(model)
+    groups: dict[str, list[nn.Parameter]] = {"mllm": [], "mllm_no_decay": [], "stg": [], "stg_no_decay": []}
+    seen: set[int] = set()
+    for _, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = "mllm" if id(p) in mllm_ids else "stg"
+        groups[part + ("_no_decay" if id(p) in no_decay else "")].append(p)
+    if not seen:
+        raise ValueError("model: no trainable parameters (everything is frozen)")
+    lrs = {"mllm": float(mllm_lr), "stg": float(head_lr)}
+    return [
+        {"params": params, "lr": lrs[name.split("_")[0]], "weight_decay": 0.0 if name.endswith("no_decay") else float(weight_decay),
+         "name": name}
+        for name, params in groups.items() if params
+    ]
+
+
+def freeze_vision_encoder(model: nn.Module) -> int:
+    """Freeze the MLLM's vision encoder and merger (``model.mllm.model.visual``, METHOD §3.10).
+
+    Returns the number of parameters frozen. Raises ``ValueError`` when the model has no vision tower there.
+    """
+    base = unwrap_bridge_model(model)
+    inner = getattr(getattr(base, MLLM_ATTRIBUTE), "model", None)
+    visual = getattr(inner, "visual", None)
+    if not isinstance(visual, nn.Module):
+        raise ValueError("model.mllm.model.visual: no vision encoder found (expected a Qwen2.5-VL / Qwen3-VL backbone)")
+    n = 0
+    for p in visual.parameters():
+        if p.requires_grad:
+            n += p.numel()
+        p.requires_grad_(False)
+    return n
+
+
+def apply_lora(
+    model: nn.Module,
+    r: int = 64,
+    alpha: int = 128,
+    dropout: float = 0.05,
+    target_regex: str = LORA_TARGET_REGEX,
+    modules_to_save: Sequence[str] = STG_MODULES,
+    freeze_vision: bool = True,
+) -> Any:
+    """Wrap ``model`` with PEFT LoRA on the LLM (METHOD §3.10): adapters on q/k/v/o/gate/up/down of
+    ``mllm.*language_model.*`` (``target_regex`` is full-matched), the bridge, decoder and heads trained in
+    full through ``modules_to_save`` (unique names, so PEFT's suffix matching cannot hit LLM modules).
+    Everything else (embeddings, LM head, the vision tower) is frozen.
+
+    Returns the ``PeftModel``; ``model.merge_and_unload()`` gives back a `BridgeSTGForVideoGrounding`.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    base = unwrap_bridge_model(model)
+    names = [n for n, _ in base.named_modules()]
+    for m in modules_to_save:
+        hits = [n for n in names if n == m or n.endswith("." + m)]
+        if hits != [m]:
+            raise ValueError(
+                f"modules_to_save: {m!r} must name exactly one top-level module (PEFT matches by suffix); matches {hits[:5]}"
+            )
+    targets = [n for n in names if re.fullmatch(target_regex, n)]
+    if not targets:
+        raise ValueError(f"target_regex {target_regex!r} matches no module of the model")
+    config = LoraConfig(
+        r=int(r), lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=target_regex,
+        modules_to_save=list(modules_to_save), bias="none",
+    )
+    peft_model = get_peft_model(model, config)
+    if freeze_vision:
+        freeze_vision_encoder(peft_model)
+    return peft_model
+
+
+# ----------------------------------------------------------------------------------------- trainer
+class BridgeSTGTrainer(Trainer):
+    """``transformers.Trainer`` for Bridge-STG.
+
+    Differences from the plain ``Trainer``:
+
+    * ``create_optimizer``: AdamW (the optimiser class / betas / eps of ``args``) over
+      :func:`build_optimizer_param_groups` with ``mllm_lr`` (default ``args.learning_rate``) and ``head_lr``
+      (default ``args.learning_rate``), ``weight_decay = args.weight_decay``; the scheduler scales both.
+    * the component losses of the model output (``loss_lm`` … ``loss_span``) are averaged over the
+      micro-batches since the last log and logged beside ``loss`` (``eval_loss_*`` in evaluation).
+    * the loss is divided by the gradient-accumulation steps (the model ignores ``num_items_in_batch``).
+    * resuming (``train(resume_from_checkpoint=...)``) and ``load_best_model_at_end`` load full checkpoints
+      through ``from_pretrained`` (Trainer's raw ``load_state_dict(strict=False)`` misses every backbone key,
+      see ``_load_full_checkpoint``).
+    * ``prediction_step``, when predictions are requested (``compute_metrics`` set, e.g. from
+      :func:`make_compute_metrics`): the batch must come from an inference collator
+      (``BridgeSTGDataCollator(training=False)``, no labels) and predictions come from ``model.ground`` —
+      the real inference path (generation in text mode) — returned as the arrays of
+      ``PREDICTION_FIELDS`` (``span_source`` as an index into ``SPAN_SOURCES``), with the sampled ``frame_ids``
+      as label_ids. Without ``compute_metrics`` (or with ``prediction_loss_only``) evaluation is the usual
+      teacher-forced loss of a training collator.
+
+    Args:
+        mllm_lr, head_lr (`float`, *optional*): learning rates of the two parameter groups.
+        processor (`BridgeSTGProcessor`, *optional*): its tokenizer reads the generated answers in
+            ``prediction_step`` (text mode); falls back to ``processing_class``.
+        eval_data_collator (*optional*): collator of the evaluation / test dataloaders (e.g. the inference
+            ``BridgeSTGDataCollator(training=False)`` for ``compute_metrics``); default ``data_collator``.
+        ground_kwargs (`dict`, *optional*): extra arguments of ``model.ground`` in ``prediction_step``
+            (``span_source``, ``max_new_tokens``).
+    """
+
+    def __init__(self, *args: Any, mllm_lr: float | None = None, head_lr: float | None = None,
+                 processor: Any = None, eval_data_collator: Any = None, ground_kwargs: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ground_kwargs = dict(ground_kwargs or {})
+        self.eval_data_collator = eval_data_collator
+        self.mllm_lr = mllm_lr
+        self.head_lr = head_lr
+        self.processor = processor
+        # forward(**kwargs) does not use num_items_in_batch: let Trainer scale the loss for accumulation
+        self.model_accepts_loss_kwargs = False
+        self._component_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
+        self._component_counts: dict[str, int] = {"train": 0, "eval": 0}
+
+    def _with_eval_collator(self, build: Callable[[], Any]) -> Any:
+        if self.eval_data_collator is None:
+            return build()
+        train_collator = self.data_collator
+        self.data_collator = self.eval_data_collator
+        try:
+            return build()
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> torch.utils.data.DataLoader:
+        return self._with_eval_collator(lambda: super(BridgeSTGTrainer, self).get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset: Any) -> torch.utils.data.DataLoader:
+        return self._with_eval_collator(lambda: super(BridgeSTGTrainer, self).get_test_dataloader(test_dataset))
+
+    # checkpoints: ``save_pretrained`` writes the Qwen-VL backbone's keys in the original checkpoint layout
+    # (``mllm.model.layers.*``, ``mllm.visual.*``) while the module tree is ``mllm.model.language_model.*``;
+    # Trainer's own resume / best-model code loads the file with ``load_state_dict(strict=False)`` and would
+    # silently keep the random backbone. Load through ``from_pretrained`` (which converts the keys) instead.
+    def _load_full_checkpoint(self, checkpoint: str, model: nn.Module) -> None:
+        base = unwrap_bridge_model(model)
+        loaded = type(base).from_pretrained(checkpoint, config=base.config, dtype=next(base.parameters()).dtype)
+        result = base.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+        if result.missing_keys or result.unexpected_keys:  # strict=True raises first; kept for clarity
+            raise RuntimeError(f"checkpoint {checkpoint}: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+
+    def _is_full_checkpoint(self, checkpoint: str, model: nn.Module) -> bool:
+        files = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+        return (not hasattr(model, "peft_config") and not self.is_fsdp_enabled and not self.is_deepspeed_enabled
+                and any(os.path.isfile(os.path.join(checkpoint, f)) for f in files))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        model = self.model if model is None else model
+        if self._is_full_checkpoint(resume_from_checkpoint, model):
+            self._load_full_checkpoint(resume_from_checkpoint, model)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        checkpoint = self.state.best_model_checkpoint
+        if checkpoint is not None and self._is_full_checkpoint(checkpoint, self.model):
+            self._load_full_checkpoint(checkpoint, self.model)
+        else:
+            super()._load_best_model()
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = build_optimizer_param_groups(
+                opt_model,
+                mllm_lr=self.args.learning_rate if self.mllm_lr is None else self.mllm_lr,
+                head_lr=self.args.learning_rate if self.head_lr is None else self.head_lr,
+                weight_decay=self.args.weight_decay,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("lr", "params", "model")}
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        phase = "train" if model.training else "eval"
+        sums = self._component_sums[phase]
+        with torch.no_grad():
+            for key in COMPONENT_LOSSES:
+                value = outputs.get(key) if isinstance(outputs, Mapping) else getattr(outputs, key, None)
+                if value is not None:
+                    v = value.detach().float()
+                    sums[key] = sums[key] + v if key in sums else v
+        self._component_counts[phase] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        phase = "eval" if any(k.startswith("eval_") for k in logs) else ("train" if "loss" in logs else None)
+        if phase is not None and self._component_counts[phase]:
+            prefix = "eval_" if phase == "eval" else ""
+            for key, total in self._component_sums[phase].items():
+                mean = self.accelerator.gather_for_metrics((total / self._component_counts[phase]).reshape(1)).mean()
+                logs[prefix + key] = round(float(mean), 6)
+            self._component_sums[phase] = {}
+            self._component_counts[phase] = 0
+        super().log(logs, start_time)
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        if prediction_loss_only or self.compute_metrics is None:
+            return super().prediction_step(model, inputs, True, ignore_keys)
+        if "labels" in inputs or "frame_labels" in inputs:
+            raise ValueError(
+                "BridgeSTGTrainer: predictions (compute_metrics) need an inference eval collator "
+                "(BridgeSTGDataCollator(training=False)); this batch carries training targets"
+            )
+        inputs = self._prepare_inputs(inputs)
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None:
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        names = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw",
+                 "frame_timestamps", "frame_mask")
+        base = unwrap_bridge_model(model)
+        out = base.ground(**{k: inputs[k] for k in names}, tokenizer=tokenizer, **self.ground_kwargs)
+        B, F = inputs["frame_mask"].shape
+        seconds = out.pred_span_seconds if out.pred_span_seconds is not None else torch.full((B, 2), float("nan"))
+        sources = torch.tensor([SPAN_SOURCES.index(s) if s in SPAN_SOURCES else -1 for s in (out.span_source or [""] * B)])
+        preds = (
+            seconds.float(), out.pred_span_frames.long(), out.pred_boxes.float(), out.pred_scores.float(),
+            out.decoded_frame_mask.long(), sources.long().to(seconds.device),
+        )
+        return None, tuple(p.detach() for p in preds), inputs["frame_ids"].long()
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def eval_frame_ids_for(references: Sequence[Mapping[str, Any]], protocol: str, target_fps: float = 5.0,
+                       max_frames: int = 200) -> list[list[int]] | None:
+    """Frames each prediction needs a box on for ``protocol``: the ``tubedetr`` 5 fps grid, every segment
+    frame for ``dense`` / ``hcstvg``, or ``None`` for ``sampled`` (the decoded frames are scored)."""
+    from bridge_stg.evaluation import tubedetr_grid
+
+    if protocol == "tubedetr":
+        return [tubedetr_grid(int(r["segment_start"]), int(r["segment_end"]), float(r["fps"]), target_fps, max_frames).tolist()
+                for r in references]
+    if protocol in ("dense", "hcstvg"):
+        return [list(range(int(r["segment_start"]), int(r["segment_end"]))) for r in references]
+    if protocol == "sampled":
+        return None
+    raise ValueError(f"protocol: expected tubedetr, dense, hcstvg or sampled, got {protocol!r}")
+
+
+def choose_protocol(references: Sequence[Mapping[str, Any]], target_fps: float = 5.0) -> str:
+    """``tubedetr`` when every reference's fps allows the 5 fps grid (fps >= ``target_fps``), else ``sampled``."""
+    return "tubedetr" if all(float(r["fps"]) >= target_fps for r in references) else "sampled"
+
+
+def results_to_prediction_rows(
+    results: Sequence[Mapping[str, Any]], metadata: Sequence[Mapping[str, Any]], query_ids: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``post_process_grounding`` results -> canonical prediction rows (``docs/schema.md``).
+
+    ``frame_ids``/``boxes``/``scores`` are the ``eval_*`` entries when the results have them (boxes on the
+    protocol's frames inside the predicted span), else the decoded frames. ``sampled_frame_ids`` are the
+    frames the model saw (``metadata[i]["frame_ids"]``, each once); ``query_id`` from ``query_ids`` or
+    ``metadata[i]["query_id"]``.
+    """
+    if len(results) != len(metadata):
+        raise PredictionError(f"{len(results)} results for {len(metadata)} metadata entries")
+    rows = []
+    for i, (res, meta) in enumerate(zip(results, metadata)):
+        qid = query_ids[i] if query_ids is not None else meta.get("query_id")
+        if qid is None:
+            raise PredictionError(f"result {i}: no query_id (pass query_ids or collator metadata)")
+        key = "eval_" if "eval_frame_ids" in res else ""
+        frames = res["eval_frame_ids"] if key else res["frames"]
+        rows.append({
+            "query_id": str(qid),
+            "span": [int(res["span"]["start_frame"]), int(res["span"]["end_frame"])],
+            "frame_ids": [int(f) for f in frames],
+            "boxes": [[float(v) for v in b] for b in res[key + "boxes"]],
+            "scores": [float(s) for s in res[key + "scores"]],
+            "sampled_frame_ids": sorted({int(f) for f in meta["frame_ids"]}),
+            "span_source": res.get("span_source"),
+        })
+    return rows
+
+
+@torch.no_grad()
+def predict_grounding(
+    model: nn.Module,
+    collator: Any,
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int = 8,
+    protocol: str | None = None,
+    **ground_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Ground ``rows`` with ``model.ground`` (extra ``ground_kwargs``: ``span_source``, ``max_new_tokens``)
+    through an inference collator (``training=False``) and return canonical prediction rows with boxes on
+    the frames ``protocol`` scores (default :func:`choose_protocol`)."""
+    if getattr(collator, "training", False):
+        raise ValueError("predict_grounding: needs an inference collator (BridgeSTGDataCollator(..., training=False))")
+    rows = list(rows)
+    protocol = protocol or choose_protocol(rows)
+    base = unwrap_bridge_model(model)
+    was_training = base.training
+    base.eval()
+    processor = collator.processor
+    out_rows: list[dict[str, Any]] = []
+    try:
+        for s in range(0, len(rows), batch_size):
+            chunk = rows[s:s + batch_size]
+            batch = collator(chunk)
+            meta = batch.video_metadata
+            device = next(base.parameters()).device
+            tensors = {k: v.to(device) for k, v in batch.items() if k not in ("frame_ids", "task_ids")}
+            out = base.ground(**tensors, tokenizer=processor.tokenizer, **ground_kwargs)
+            results = processor.post_process_grounding(out, meta, eval_frame_ids=eval_frame_ids_for(chunk, protocol))
+            out_rows.extend(results_to_prediction_rows(results, meta))
+    finally:
+        base.train(was_training)
+    return out_rows
+
+
+def evaluate_grounding(
+    model: nn.Module, collator: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 8, protocol: str | None = None,
+    ground_kwargs: Mapping[str, Any] | None = None, **metric_kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`predict_grounding` + :func:`bridge_stg.evaluation.compute_stvg_metrics` (the full result dict;
+    ``flatten_results`` gives Trainer-style scalars). Only ``stvg`` rows are scored."""
+    from bridge_stg.evaluation import compute_stvg_metrics
+
+    refs = [r for r in rows if r.get("task", "stvg") == "stvg"]
+    if not refs:
+        raise ValueError("evaluate_grounding: no stvg rows to score")
+    protocol = protocol or choose_protocol(refs)
+    preds = predict_grounding(model, collator, refs, batch_size=batch_size, protocol=protocol, **dict(ground_kwargs or {}))
+    return compute_stvg_metrics(refs, preds, protocol=protocol, **metric_kwargs)
+
+
+def make_compute_metrics(
+    processor: Any, references: Sequence[Mapping[str, Any]], protocol: str | None = None, **metric_kwargs: Any
+) -> Callable[[EvalPrediction], dict[str, float]]:
+    """``compute_metrics`` for :class:`BridgeSTGTrainer` (``eval_dataset`` = ``references`` in the same order,
+    collated by ``BridgeSTGDataCollator(training=False)``; the Trainer's evaluation sampler is sequential).
+
+    Predictions (``PREDICTION_FIELDS``, concatenated over batches with −100 padding; label_ids = the sampled
+    frame ids) are turned into pixel tubes by ``processor.post_process_grounding`` with metadata rebuilt from the reference rows
+    (``fps``, ``width``, ``height``, segment; note: the row's ``fps`` is taken as the video's) and the sampled
+    frame ids of the batch, then scored with ``compute_stvg_metrics`` (``tubedetr`` when every fps allows,
+    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …).
+    """
+    from bridge_stg.evaluation import compute_stvg_metrics, flatten_results
+
+    refs = [dict(r) for r in references]
+    if not refs:
+        raise ValueError("make_compute_metrics: no reference rows")
+    proto = protocol or choose_protocol(refs)
+    grids = eval_frame_ids_for(refs, proto)
+
+    def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
+        arrays = pred.predictions
+        if not isinstance(arrays, (tuple, list)) or len(arrays) != len(PREDICTION_FIELDS):
+            raise PredictionError(
+                f"compute_metrics: expected the {len(PREDICTION_FIELDS)} arrays {PREDICTION_FIELDS} of "
+                "BridgeSTGTrainer.prediction_step (use BridgeSTGTrainer with an inference collator)"
+            )
+        fields = dict(zip(PREDICTION_FIELDS, (np.asarray(a) for a in arrays)))
+        fields["frame_ids"] = np.asarray(pred.label_ids)
+        n = fields["frame_ids"].shape[0]
+        if n != len(refs):
+            raise PredictionError(f"compute_metrics: {n} predictions for {len(refs)} reference rows (same order needed)")
+        metas, keep = [], []
+        for i, r in enumerate(refs):
+            ids = fields["frame_ids"][i]
+            valid = ids >= 0  # -1 inside a batch, -100 between batches
+            k = int(valid.sum())
+            if not valid[:k].all():
+                raise PredictionError(f"compute_metrics: frame ids of query {r['query_id']!r} are not left-aligned")
+            metas.append({"query_id": r["query_id"], "fps": float(r["fps"]), "width": int(r["width"]), "height": int(r["height"]),
+                          "segment": [int(r["segment_start"]), int(r["segment_end"])], "frame_ids": ids[:k].tolist()})
+            keep.append(k)
+        Fm = max(keep)
+        seconds = fields["pred_span_seconds"]
+        outputs = {
+            "pred_span_seconds": None if np.isnan(seconds).all() else seconds,
+            "pred_span_frames": fields["pred_span_frames"],
+            "pred_boxes": fields["pred_boxes"][:, :Fm],
+            "pred_scores": fields["pred_scores"][:, :Fm],
+            "decoded_frame_mask": fields["decoded_frame_mask"][:, :Fm] == 1,
+            "span_source": [SPAN_SOURCES[int(s)] if 0 <= int(s) < len(SPAN_SOURCES) else None for s in fields["span_source"]],
+        }
+        if outputs["pred_span_seconds"] is not None and np.isnan(seconds).any():
+            raise PredictionError("compute_metrics: pred_span_seconds is missing for some queries only")
+        results = processor.post_process_grounding(outputs, metas, eval_frame_ids=grids)
+        rows = results_to_prediction_rows(results, metas)
+        scored = [(r, p) for r, p in zip(refs, rows) if r.get("task", "stvg") == "stvg"]
+        result = compute_stvg_metrics([r for r, _ in scored], [p for _, p in scored], protocol=proto, **metric_kwargs)
+        return flatten_results(result)
+
+    return compute_metrics
+
+
+__all__ = [
+    "MLLM_ATTRIBUTE", "STG_MODULES", "LORA_TARGETS", "LORA_TARGET_REGEX", "COMPONENT_LOSSES", "SPAN_SOURCES",
+    "PREDICTION_FIELDS", "unwrap_bridge_model", "build_optimizer_param_groups", "freeze_vision_encoder", "apply_lora",
+    "BridgeSTGTrainer", "eval_frame_ids_for", "choose_protocol", "results_to_prediction_rows", "predict_grounding",
+    "evaluate_grounding", "make_compute_metrics",
+]
