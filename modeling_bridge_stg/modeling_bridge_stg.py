@@ -400,6 +400,9 @@ class BridgeSTGPreTrainedModel(PreTrainedModel):
     ]
     _supports_sdpa = True
     _supports_flash_attn = True
+    # forward takes **kwargs (processor extras) but computes its own mean losses: let Trainer scale for
+    # gradient accumulation
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -897,6 +900,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
                 pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                 max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=False, eos_token_id=im_end,
+                suppress_tokens=list(cfg.bridge_token_ids),  # bridge tokens are appended by us, never generated
                 pad_token_id=cfg.mllm_config.get_text_config().pad_token_id,
             )
             self.mllm.model.rope_deltas = None

@@ -269,3 +269,20 @@ def test_overfit_one_clip_box_loss_falls_tenfold(qwen_tokenizer):
     with torch.no_grad():
         last = box_loss(model(**batch))
     assert last * 10 <= first, (first, last)
+
+
+def test_ground_text_mode_never_generates_bridge_tokens(qwen_tokenizer):
+    """An LM head that prefers a bridge token must not break ground(): bridge tokens are suppressed."""
+    tester = BridgeSTGModelTester(qwen_tokenizer, "qwen2_5_vl")
+    model = tester.model.eval()
+    bridge0 = tester.config.bridge_token_ids[0]
+    im_end = tester.config.mllm_config.get_text_config().eos_token_id
+    with torch.no_grad():
+        model.mllm.lm_head.weight.zero_()
+        model.mllm.lm_head.weight[bridge0] = 1.0
+        model.mllm.lm_head.weight[im_end] = 0.5
+    inputs = tester.inference_batch()
+    out = model.ground(**inputs, tokenizer=tester.tokenizer, span_source="text")
+    # the answer is empty (im_end right away), so the span falls back to frame relevance; no crash
+    assert out.span_source == ["relevance_fallback", "relevance_fallback"]
+    assert out.generated_text == ["", ""]
