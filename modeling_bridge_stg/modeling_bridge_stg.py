@@ -24,7 +24,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .configuration_bridge_stg import BridgeSTGConfig
-from .processing_bridge_stg import BridgeSTGProcessor
+from .processing_bridge_stg import BridgeSTGProcessor, parse_coupled_answer
 
 
 logger = logging.get_logger(__name__)
@@ -86,6 +86,9 @@ class BridgeSTGGroundingOutput(ModelOutput):
         relevance_scores (`(B, F)`): sigmoid of the frame relevance logits.
         span_source (`list[str]`): `"text"`, `"frame"` or `"relevance_fallback"` per sample.
         generated_text (`list[str]`): the MLLM's answer per sample (text mode; empty otherwise).
+        num_malformed (`list[int]`, *optional*): coupled baseline only: malformed lines per sample in the
+            generated text (see `parse_coupled_answer`); an unparsable answer gives an empty tube and
+            `span_source="unparsable"`.
     """
 
     pred_span_seconds: torch.FloatTensor | None = None
@@ -96,6 +99,7 @@ class BridgeSTGGroundingOutput(ModelOutput):
     relevance_scores: torch.FloatTensor | None = None
     span_source: list[str] | None = None
     generated_text: list[str] | None = None
+    num_malformed: list[int] | None = None
 
 
 # ----------------------------------------------------------------------------- box helpers
@@ -735,8 +739,9 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         Without targets (`frame_labels is None`) the decoder runs over every valid frame and no loss is computed.
         """
         cfg = self.config
-        if cfg.grounding_mode != "decoupled":
-            raise NotImplementedError("grounding_mode='coupled' is not implemented in this release")
+        if cfg.grounding_mode == "coupled":
+            return self._coupled_forward(input_ids, attention_mask, mm_token_type_ids, pixel_values_videos,
+                                         video_grid_thw, labels)
         if frame_mask is None or frame_timestamps is None or video_grid_thw is None:
             raise ValueError("forward needs frame_timestamps, frame_mask and video_grid_thw (use BridgeSTGProcessor)")
         frame_mask = frame_mask.bool()
@@ -781,6 +786,89 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             layer_boxes=layer_boxes, layer_present_logits=layer_logits,
             span_start_logits=enc["span_start"], span_end_logits=enc["span_end"],
             relevance_logits=enc["relevance"], bridge_queries=enc["queries"],
+        )
+
+    def _coupled_forward(self, input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw,
+                         labels) -> BridgeSTGModelOutput:
+        """Coupled baseline: the MLLM alone on prompt + text answer (span + per-frame boxes); LM loss only."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = self.mllm.model(
+            input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw, use_cache=False,
+        )
+        self.mllm.model.rope_deltas = None
+        hidden = out.last_hidden_state
+        lm = self._lm_loss(hidden, labels) if labels is not None else None
+        zero = hidden.sum() * 0.0
+        return BridgeSTGModelOutput(
+            loss=None if lm is None else self.config.loss_lm_weight * lm, loss_lm=lm if lm is not None else zero,
+            loss_l1=zero, loss_giou=zero, loss_present=zero, loss_relevance=zero, loss_contrastive=zero, loss_span=zero,
+        )
+
+    @torch.no_grad()
+    def _ground_coupled(self, input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw,
+                        frame_timestamps, frame_mask, tokenizer, max_new_tokens, min_new_tokens) -> BridgeSTGGroundingOutput:
+        """Coupled baseline inference: generate span + one box per frame as text, parse it back to a tube."""
+        cfg = self.config
+        if tokenizer is None:
+            raise ValueError("ground(): the coupled baseline needs `tokenizer=` to read the generated boxes")
+        device = input_ids.device
+        frame_mask = frame_mask.bool()
+        B, Fmax = frame_mask.shape
+        text_cfg = cfg.mllm_config.get_text_config()
+        im_end = int(text_cfg.eos_token_id[0] if isinstance(text_cfg.eos_token_id, list) else text_cfg.eos_token_id)
+        budget = max_new_tokens or (cfg.max_new_tokens + 16 * Fmax)
+        extra = {"min_new_tokens": int(min_new_tokens)} if min_new_tokens else {}
+        gen = self.mllm.generate(
+            input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw, max_new_tokens=budget,
+            do_sample=False, eos_token_id=im_end, pad_token_id=text_cfg.pad_token_id,
+            suppress_tokens=list(cfg.bridge_token_ids or []) or None, **extra,
+        )
+        self.mllm.model.rope_deltas = None
+        new = gen[:, input_ids.shape[1]:]
+        spans_s = torch.zeros(B, 2, device=device)
+        spans_f = torch.zeros(B, 2, dtype=torch.long, device=device)
+        boxes = torch.zeros(B, Fmax, 4, device=device)
+        decode = torch.zeros(B, Fmax, dtype=torch.bool, device=device)
+        texts, sources, malformed = [], [], []
+        for i in range(B):
+            toks = new[i].tolist()
+            if im_end in toks and not min_new_tokens:
+                toks = toks[: toks.index(im_end)]
+            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+            n = int(frame_mask[i].sum())
+            t = frame_timestamps[i, :n].float()
+            step = float(t[1] - t[0]) if n > 1 else 1.0 / cfg.sample_fps
+            duration = float(t[-1]) + step
+            span, fboxes, bad = parse_coupled_answer(texts[i], t.tolist(), duration)
+            malformed.append(bad)
+            if span is None and fboxes:
+                ks = sorted(fboxes)
+                span = (float(t[ks[0]]), float(t[ks[-1]]) + step)
+                sources.append("coupled_boxes")
+            elif span is not None:
+                sources.append("coupled" if fboxes else "coupled_no_boxes")
+            else:
+                sources.append("unparsable")
+            if span is None:
+                continue  # empty tube: no decoded frame, zero boxes
+            a, b = span
+            inside = ((t >= a) & (t < b)).nonzero().flatten()
+            if inside.numel():
+                s, e = int(inside[0]), int(inside[-1])
+            else:
+                s = e = int((t - (a + b) / 2).abs().argmin())
+            spans_s[i] = torch.tensor([a, b])
+            spans_f[i] = torch.tensor([s, e])
+            for k, box in fboxes.items():
+                boxes[i, k] = torch.tensor(box, device=device)
+                decode[i, k] = True
+        return BridgeSTGGroundingOutput(
+            pred_span_seconds=spans_s, pred_span_frames=spans_f, pred_boxes=boxes, pred_scores=decode.float(),
+            decoded_frame_mask=decode, relevance_scores=torch.zeros(B, Fmax, device=device), span_source=sources,
+            generated_text=texts, num_malformed=malformed,
         )
 
     def _lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -880,8 +968,16 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         Args:
             tokenizer: decodes the generated answer in text mode (the processor's tokenizer).
             span_source: override `config.span_source` (`"text"` or `"frame"`).
+
+        Coupled baseline (`config.grounding_mode="coupled"`): generates the span and the per-frame boxes as text
+        (budget `max_new_tokens` or `config.max_new_tokens + 16 * F`; `min_new_tokens=` in kwargs forces a
+        length, for latency benchmarks) and parses them with `parse_coupled_answer`.
         """
         cfg = self.config
+        if cfg.grounding_mode == "coupled":
+            return self._ground_coupled(input_ids, attention_mask, mm_token_type_ids, pixel_values_videos,
+                                        video_grid_thw, frame_timestamps, frame_mask, tokenizer, max_new_tokens,
+                                        kwargs.get("min_new_tokens"))
         source = span_source or cfg.span_source
         if source not in ("text", "frame"):
             raise ValueError(f"span_source: must be 'text' or 'frame', got {source!r}")

@@ -32,6 +32,11 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 QUESTION = 'When does the query happen? Answer "From A s to B s".'
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+#: coordinate grid of the coupled baseline's boxes (x1, y1, x2, y2 in 0..COUPLED_GRID)
+COUPLED_GRID = 1000
+_NUM = r"\s*([-+]?\d+(?:\.\d+)?)\s*"
+_COUPLED_SPAN = re.compile(rf"from{_NUM}s?\s*to{_NUM}s?", re.IGNORECASE)
+_COUPLED_LINE = re.compile(rf"^<{_NUM}s?\s*>\s*:?\s*\({_NUM},{_NUM},{_NUM},{_NUM}\)\s*$")
 
 
 class BridgeSTGProcessor(ProcessorMixin):
@@ -58,6 +63,9 @@ class BridgeSTGProcessor(ProcessorMixin):
         answer_decimals (`int`, defaults to 1): decimals of the timestamps and of the answer.
         sample_fps (`float`, defaults to 2.0), max_frames (`int`, defaults to 64), min_frames (`int`,
             defaults to 4): frame sampling (METHOD §3.2).
+        grounding_mode (`str`, defaults to `"decoupled"`): `"coupled"` builds the baseline's training answer
+            (span line + one ``<t s>: (x1,y1,x2,y2)`` line per sampled frame in the GT tube, 0–1000 grid) and
+            adds no bridge tokens; see `parse_coupled_answer`.
     """
 
     return_mm_token_type_ids = True
@@ -73,6 +81,7 @@ class BridgeSTGProcessor(ProcessorMixin):
         sample_fps: float = 2.0,
         max_frames: int = 64,
         min_frames: int = 4,
+        grounding_mode: str = "decoupled",
         **kwargs: Any,
     ) -> None:
         if video_processor is None:
@@ -90,6 +99,9 @@ class BridgeSTGProcessor(ProcessorMixin):
             raise ValueError(f"sample_fps: must be a positive number, got {sample_fps!r}")
         if int(max_frames) < 2 or int(max_frames) % 2 or int(min_frames) < 1 or int(min_frames) > int(max_frames):
             raise ValueError(f"max_frames/min_frames: need an even max_frames >= min_frames >= 1, got {max_frames}/{min_frames}")
+        if grounding_mode not in ("decoupled", "coupled"):
+            raise ValueError(f"grounding_mode: must be 'decoupled' or 'coupled', got {grounding_mode!r}")
+        self.grounding_mode = grounding_mode
         self.num_bridge_queries = int(num_bridge_queries)
         self.span_source = span_source
         self.answer_decimals = int(answer_decimals)
@@ -144,6 +156,7 @@ class BridgeSTGProcessor(ProcessorMixin):
             video_processor=vp, tokenizer=tokenizer, num_bridge_queries=int(config.num_bridge_queries),
             span_source=str(config.span_source), answer_decimals=int(config.answer_decimals),
             sample_fps=float(config.sample_fps), max_frames=int(config.max_frames), min_frames=int(config.min_frames),
+            grounding_mode=str(getattr(config, "grounding_mode", "decoupled")),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -204,6 +217,25 @@ class BridgeSTGProcessor(ProcessorMixin):
         if duration is not None:
             a, b = min(a, float(duration)), min(b, float(duration))
         return a, b
+
+    def format_coupled_answer(
+        self, start_s: float, end_s: float, timestamps: Sequence[float], boxes_cxcywh: Sequence[Sequence[float]]
+    ) -> str:
+        """The coupled baseline's answer: the span sentence, then one line ``<t s>: (x1,y1,x2,y2)`` per frame
+        (``timestamps`` in seconds, boxes normalised cxcywh, written as integers on a 0–1000 grid)."""
+        lines = [self.format_answer(start_s, end_s)]
+        for t, (cx, cy, w, h) in zip(timestamps, boxes_cxcywh):
+            xyxy = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+            q = [min(max(_round_half_up(v * COUPLED_GRID), 0), COUPLED_GRID) for v in xyxy]
+            lines.append(f"{self.format_timestamp(t)}: ({q[0]},{q[1]},{q[2]},{q[3]})")
+        return "\n".join(lines)
+
+    @staticmethod
+    def parse_coupled_answer(
+        text: str, frame_timestamps: Sequence[float], duration: float | None = None
+    ) -> tuple[tuple[float, float] | None, dict[int, list[float]], int]:
+        """Parse a coupled-baseline generation; see the module function `parse_coupled_answer`."""
+        return parse_coupled_answer(text, frame_timestamps, duration)
 
     # ----------------------------------------------------------------------------- prompt
     def build_prompt(self, query: str, group_timestamps: Sequence[float], tokens_per_group: int) -> str:
@@ -356,7 +388,22 @@ class BridgeSTGProcessor(ProcessorMixin):
         seg_start, seg_end = int(video.segment[0]), int(video.segment[1])
         if span is not None:
             tube = self._check_span(span, seg_start, seg_end, meta.name, index)
-        if training:
+        if training and self.grounding_mode == "coupled":
+            if with_answer:
+                a = (tube[0] - seg_start) / meta.fps
+                b = (tube[1] - seg_start) / meta.fps
+                tboxes, tmask = self._targets(ids, tube, boxes, meta, index)
+                seen: set[int] = set()
+                line_t, line_b = [], []
+                for f, t, bx, ok in zip(ids, rel, tboxes, tmask):
+                    if ok and f not in seen:
+                        seen.add(f)
+                        line_t.append(t)
+                        line_b.append(bx)
+                text = self.format_coupled_answer(a, b, line_t, line_b)
+                answer_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.im_end_token_id]
+                label_len = len(answer_ids)
+        elif training:
             if self.span_source == "text" and with_answer:
                 a = (tube[0] - seg_start) / meta.fps
                 b = (tube[1] - seg_start) / meta.fps
@@ -606,6 +653,66 @@ class BridgeSTGProcessor(ProcessorMixin):
                     res["eval_frame_ids"], res["eval_boxes"], res["eval_scores"] = [], [], []
             results.append(res)
         return results
+
+
+# --------------------------------------------------------------------------------------------- coupled baseline
+def parse_coupled_answer(
+    text: str, frame_timestamps: Sequence[float], duration: float | None = None
+) -> tuple[tuple[float, float] | None, dict[int, list[float]], int]:
+    """Parse the coupled baseline's generation back to a tube (robust to malformed output).
+
+    The expected text is ``"From A s to B s."`` on the first line (``From <number> [s] to <number> [s]`` is
+    required there, reversed numbers are swapped), then lines ``<t s>: (x1,y1,x2,y2)`` with
+    integer or decimal coordinates on the 0–1000 grid. Each box line is assigned to the sampled frame whose
+    timestamp is nearest to ``t`` (and within half a sampling step of it).
+
+    Args:
+        text: the decoded generation (special tokens removed).
+        frame_timestamps: seconds from the segment start of the valid sampled frames, ascending.
+        duration: clip duration in seconds (clips the span), optional.
+
+    Returns:
+        ``(span, boxes, n_malformed)``: ``span`` is ``(A, B)`` seconds or ``None`` when the first line has no
+        two numbers; ``boxes`` maps sampled-frame index -> normalised ``[cx, cy, w, h]`` (first box per frame
+        wins); ``n_malformed`` counts the non-empty lines after the span line that are not a valid box line
+        (wrong syntax, truncated, coordinates off the grid, empty box, timestamp matching no frame, duplicate
+        frame), plus 1 when the span line itself is unparsable.
+    """
+    if not isinstance(text, str):
+        return None, {}, 1
+    ts = np.asarray([float(t) for t in frame_timestamps], dtype=np.float64)
+    lines = [ln.strip() for ln in text.strip().splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return None, {}, 1
+    malformed = 0
+    span = None
+    rest = lines
+    if not _COUPLED_LINE.match(lines[0]):
+        m = _COUPLED_SPAN.search(lines[0])
+        span = BridgeSTGProcessor.parse_answer(f"{m.group(1)} {m.group(2)}", duration=duration) if m else None
+        rest = lines[1:]
+    if span is None:
+        malformed += 1
+    step = float(np.median(np.diff(ts))) if ts.size > 1 else math.inf
+    boxes: dict[int, list[float]] = {}
+    for ln in rest:
+        m = _COUPLED_LINE.match(ln)
+        if m is None or ts.size == 0:
+            malformed += 1
+            continue
+        t, x1, y1, x2, y2 = (float(v) for v in m.groups())
+        coords = (x1, y1, x2, y2)
+        if not all(math.isfinite(v) and 0 <= v <= COUPLED_GRID for v in coords) or x2 <= x1 or y2 <= y1:
+            malformed += 1
+            continue
+        k = int(np.abs(ts - t).argmin())
+        if abs(ts[k] - t) > 0.5 * step + 1e-6 or k in boxes:
+            malformed += 1
+            continue
+        x1, y1, x2, y2 = (v / COUPLED_GRID for v in coords)
+        boxes[k] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+    return span, boxes, malformed
 
 
 # --------------------------------------------------------------------------------------------- helpers
