@@ -1,0 +1,265 @@
+"""Configuration of Bridge-STG (decoupled spatio-temporal video grounding).
+
+Self-contained remote code: imports only ``transformers`` (and the standard library).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+SUPPORTED_MLLM_TYPES = ("qwen2_5_vl", "qwen3_vl")
+TASKS = ("stvg", "tvg", "rec")
+LOSS_WEIGHT_FIELDS = (
+    "loss_lm_weight",
+    "loss_l1_weight",
+    "loss_giou_weight",
+    "loss_present_weight",
+    "loss_relevance_weight",
+    "loss_contrastive_weight",
+    "loss_span_weight",
+)
+
+
+class BridgeSTGConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`BridgeSTGForVideoGrounding`]: a Qwen-VL video MLLM (temporal reasoning), the
+    spatio-temporal semantic bridge (STSB, with explicit temporal alignment) and the query-guided
+    spatial decoder (QGSL). Every hyperparameter of the method lives here; defaults follow the
+    reference design (`docs/METHOD.md` of the project), the "tiny" column there is what the tests use.
+
+    Args:
+        mllm_config (`dict` or `PreTrainedConfig`, *optional*):
+            Config of the temporal MLLM, a `qwen2_5_vl` or `qwen3_vl` config (a dict must carry
+            `model_type`). There is deliberately no implicit default: a bare `BridgeSTGConfig()` has
+            `mllm_config=None` and building a model from it raises, so a 7B-sized backbone is never
+            allocated by accident. Use [`BridgeSTGForVideoGrounding.from_mllm_pretrained`] to start
+            from Hub weights.
+        bridge_token_ids (`list[int]`, *optional*):
+            Token ids of the K bridge tokens `<bridge_0>`..`<bridge_{K-1}>` in the tokenizer; written by
+            the processor / training code after adding the tokens. Required by `forward`.
+        num_bridge_queries (`int`, defaults to 8): K, number of bridge tokens / bridging queries.
+        bridge_num_layers (`int`, defaults to 4): L, number of last LLM layers fused (1 = ablation).
+        decoder_layers (`int`, defaults to 6): QGSL decoder layers.
+        decoder_hidden_size (`int`, defaults to 256): decoder width d.
+        decoder_heads (`int`, defaults to 8): attention heads of the decoder (must divide d).
+        decoder_ffn_dim (`int`, defaults to 2048): FFN width of the decoder.
+        decoder_dropout (`float`, defaults to 0.1): dropout inside the decoder.
+        box_head (`str`, defaults to `"reference_point"`): `"reference_point"` (each frame token
+            proposes a box as a bounded offset from its grid cell, weighted by query attention) or
+            `"mlp"` (3-layer MLP on the pooled frame embedding).
+        visual_memory (`str`, defaults to `"vision"`): decoder memory per frame, `"vision"` (merged
+            vision-encoder tokens) or `"llm"` (last-layer LLM states at the video tokens).
+        eta (`bool`, defaults to `True`): explicit temporal alignment; `False` runs the decoder over all
+            sampled frames (ablation).
+        span_source (`str`, defaults to `"text"`): where the temporal span comes from at inference,
+            `"text"` (the MLLM writes "From A s to B s.", as in the paper) or `"frame"` (per-frame
+            start/end logits on the frame-aligned states; what small models trained from scratch learn
+            quickly). Both heads are trained whenever their loss weight is positive.
+        grounding_mode (`str`, defaults to `"decoupled"`): `"decoupled"` (Bridge-STG) or `"coupled"`
+            (baseline: the MLLM writes the span and one box per sampled frame as text).
+        num_positive_frames (`int`, defaults to 16): positive frames sampled per clip in training.
+        num_negative_frames (`int`, defaults to 4): negative frames sampled per clip in training.
+        sample_fps (`float`, defaults to 2.0), max_frames (`int`, defaults to 64), min_frames (`int`,
+            defaults to 4): frame sampling of the processor (stored here so checkpoints carry them).
+        max_pixels, min_pixels (`int`): per-frame pixel budget of the resize.
+        max_video_tokens (`int`, defaults to 8192): total merged visual-token budget per clip.
+        loss_*_weight (`float`): weights of `loss_lm` (1.0), `loss_l1` (5.0), `loss_giou` (2.0),
+            `loss_present` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5) and `loss_span`
+            (frame start/end cross-entropy, 1.0).
+        contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
+        answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
+        max_new_tokens (`int`, defaults to 24): generation budget of the span answer.
+        freeze_vision (`bool`, defaults to `True`): freeze the vision encoder and merger in training.
+        task_mixture (`dict`, *optional*): sampling weights of `stvg` / `tvg` / `rec` for multi-task
+            training (defaults to 0.6 / 0.2 / 0.2).
+
+    Example:
+
+    ```python
+    >>> from transformers import Qwen2_5_VLConfig
+    >>> from bridge_stg import BridgeSTGConfig
+    >>> mllm = Qwen2_5_VLConfig(text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...     num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
+    ...     rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+    ...     vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64))
+    >>> config = BridgeSTGConfig(mllm_config=mllm, num_bridge_queries=4, bridge_num_layers=2, decoder_layers=2,
+    ...     decoder_hidden_size=64, decoder_heads=4, decoder_ffn_dim=128)
+    >>> config.mllm_config.model_type
+    'qwen2_5_vl'
+    ```
+    """
+
+    model_type = "bridge_stg"
+    sub_configs_defaults = {"mllm_config": SubConfigSpec(AutoConfig, model_type="qwen2_5_vl", optional=True)}
+    keys_to_ignore_at_inference = ["hidden_states", "attentions", "layer_boxes", "layer_present_logits", "cache"]
+
+    mllm_config: dict | PreTrainedConfig | None = None
+    bridge_token_ids: list[int] | None = None
+    num_bridge_queries: int = 8
+    bridge_num_layers: int = 4
+    decoder_layers: int = 6
+    decoder_hidden_size: int = 256
+    decoder_heads: int = 8
+    decoder_ffn_dim: int = 2048
+    decoder_dropout: float = 0.1
+    box_head: str = "reference_point"
+    visual_memory: str = "vision"
+    eta: bool = True
+    span_source: str = "text"
+    grounding_mode: str = "decoupled"
+    num_positive_frames: int = 16
+    num_negative_frames: int = 4
+    sample_fps: float = 2.0
+    max_frames: int = 64
+    min_frames: int = 4
+    max_pixels: int = 256 * 28 * 28
+    min_pixels: int = 16 * 28 * 28
+    max_video_tokens: int = 8192
+    loss_lm_weight: float = 1.0
+    loss_l1_weight: float = 5.0
+    loss_giou_weight: float = 2.0
+    loss_present_weight: float = 1.0
+    loss_relevance_weight: float = 0.5
+    loss_contrastive_weight: float = 0.5
+    loss_span_weight: float = 1.0
+    contrastive_temperature: float = 0.07
+    answer_decimals: int = 1
+    max_new_tokens: int = 24
+    freeze_vision: bool = True
+    task_mixture: dict | None = None
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        mllm = self.mllm_config
+        if isinstance(mllm, dict):
+            model_type = mllm.get("model_type")
+            if model_type is None:
+                raise ValueError("mllm_config: a dict must carry 'model_type' (one of qwen2_5_vl, qwen3_vl)")
+            if model_type not in SUPPORTED_MLLM_TYPES:
+                raise ValueError(
+                    f"mllm_config.model_type: unsupported backbone {model_type!r}; supported: {SUPPORTED_MLLM_TYPES}"
+                )
+        super().__post_init__(**kwargs)
+        if self.task_mixture is None:
+            self.task_mixture = {"stvg": 0.6, "tvg": 0.2, "rec": 0.2}
+        self.validate_bridge_config()
+
+    # ------------------------------------------------------------------ validation
+    def validate_bridge_config(self) -> None:
+        """Raise `ValueError` naming the offending field for any invalid value."""
+        mllm = self.mllm_config
+        if mllm is not None:
+            if getattr(mllm, "model_type", None) not in SUPPORTED_MLLM_TYPES:
+                raise ValueError(
+                    f"mllm_config.model_type: unsupported backbone {getattr(mllm, 'model_type', None)!r}; "
+                    f"supported: {SUPPORTED_MLLM_TYPES}"
+                )
+        _check_int(self.num_bridge_queries, "num_bridge_queries", minimum=1)
+        _check_int(self.bridge_num_layers, "bridge_num_layers", minimum=1)
+        if mllm is not None and self.bridge_num_layers > self.num_llm_layers:
+            raise ValueError(
+                f"bridge_num_layers: {self.bridge_num_layers} exceeds the {self.num_llm_layers} layers of the LLM"
+            )
+        _check_int(self.decoder_layers, "decoder_layers", minimum=1)
+        _check_int(self.decoder_hidden_size, "decoder_hidden_size", minimum=1)
+        _check_int(self.decoder_heads, "decoder_heads", minimum=1)
+        _check_int(self.decoder_ffn_dim, "decoder_ffn_dim", minimum=1)
+        if self.decoder_hidden_size % self.decoder_heads != 0:
+            raise ValueError(
+                f"decoder_heads: {self.decoder_heads} does not divide decoder_hidden_size={self.decoder_hidden_size}"
+            )
+        if self.decoder_hidden_size % 4 != 0:
+            raise ValueError(f"decoder_hidden_size: must be a multiple of 4 (2D sine embedding), got {self.decoder_hidden_size}")
+        if not 0.0 <= float(self.decoder_dropout) < 1.0:
+            raise ValueError(f"decoder_dropout: must be in [0, 1), got {self.decoder_dropout}")
+        _check_choice(self.box_head, "box_head", ("reference_point", "mlp"))
+        _check_choice(self.visual_memory, "visual_memory", ("vision", "llm"))
+        _check_choice(self.span_source, "span_source", ("text", "frame"))
+        _check_choice(self.grounding_mode, "grounding_mode", ("decoupled", "coupled"))
+        _check_int(self.num_positive_frames, "num_positive_frames", minimum=1)
+        _check_int(self.num_negative_frames, "num_negative_frames", minimum=0)
+        if not (isinstance(self.sample_fps, (int, float)) and self.sample_fps > 0 and math.isfinite(self.sample_fps)):
+            raise ValueError(f"sample_fps: must be a positive number, got {self.sample_fps!r}")
+        _check_int(self.min_frames, "min_frames", minimum=2)
+        _check_int(self.max_frames, "max_frames", minimum=2)
+        if self.max_frames % 2 or self.max_frames < self.min_frames:
+            raise ValueError(
+                f"max_frames: must be even and >= min_frames={self.min_frames}, got {self.max_frames}"
+            )
+        _check_int(self.min_pixels, "min_pixels", minimum=1)
+        _check_int(self.max_pixels, "max_pixels", minimum=1)
+        if self.max_pixels < self.min_pixels:
+            raise ValueError(f"max_pixels: {self.max_pixels} is smaller than min_pixels={self.min_pixels}")
+        _check_int(self.max_video_tokens, "max_video_tokens", minimum=1)
+        for name in LOSS_WEIGHT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: loss weights must be finite and non-negative, got {value!r}")
+        if not self.contrastive_temperature > 0:
+            raise ValueError(f"contrastive_temperature: must be > 0, got {self.contrastive_temperature}")
+        _check_int(self.answer_decimals, "answer_decimals", minimum=0)
+        _check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
+        if self.bridge_token_ids is not None:
+            ids = list(self.bridge_token_ids)
+            if len(ids) != self.num_bridge_queries or len(set(ids)) != len(ids):
+                raise ValueError(
+                    f"bridge_token_ids: expected {self.num_bridge_queries} distinct ids, got {ids}"
+                )
+        if not isinstance(self.task_mixture, dict) or not self.task_mixture:
+            raise ValueError(f"task_mixture: must be a non-empty dict over {TASKS}, got {self.task_mixture!r}")
+        for task, weight in self.task_mixture.items():
+            if task not in TASKS:
+                raise ValueError(f"task_mixture: unknown task {task!r}; known: {TASKS}")
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise ValueError(f"task_mixture[{task!r}]: must be a non-negative number, got {weight!r}")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def text_config(self) -> PreTrainedConfig:
+        """The LLM (text) config of the MLLM."""
+        if self.mllm_config is None:
+            raise ValueError("mllm_config: not set (BridgeSTGConfig has no implicit backbone)")
+        return self.mllm_config.get_text_config()
+
+    @property
+    def num_llm_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    @property
+    def llm_hidden_size(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.mllm_config.vision_config.patch_size)
+
+    @property
+    def spatial_merge_size(self) -> int:
+        return int(self.mllm_config.vision_config.spatial_merge_size)
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(self.mllm_config.vision_config.temporal_patch_size)
+
+
+def _check_int(value: Any, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: must be one of {choices}, got {value!r}")
+
+
+__all__ = ["BridgeSTGConfig"]
