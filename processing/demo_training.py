@@ -291,7 +291,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
             next_eval += args.eval_every_minutes * 60.0
     bar.close()
     train_minutes = (time.perf_counter() - t0 - eval_time) / 60.0
-    run_eval()
+    if not curve or curve[-1]["step"] != step:  # the last periodic evaluation may already be at this step
+        run_eval()
     final = curve[-1]
     summary = {
         "seed": args.seed, "steps": step, "train_minutes": round(train_minutes, 2),
