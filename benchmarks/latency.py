@@ -1,0 +1,126 @@
+"""Tube-completion latency per query: Bridge-STG vs the coupled text-box baseline, same tiny backbone.
+
+    python benchmarks/latency.py [--quick] [--frames 16,32,64] [--repeats 5] [--threads 2]
+
+Both models are built from the same demo-sized tiny Qwen2.5-VL config (``DemoModelArguments``) and the same
+seed, so the backbone weights are identical; only ``grounding_mode`` differs. One random 112×112 video of F
+frames (2 fps) and one query are processed once; the timed call is ``model.ground(...)`` (vision encoder +
+generation + [bridge forward + decoder] + parsing), i.e. query -> complete tube.
+
+Fairness: the models are untrained, so generation length is forced to what a trained model would write:
+Bridge-STG generates exactly the token count of the formatted span answer ("From A s to B s."), the coupled
+baseline exactly the token count of its formatted answer with one box line per sampled frame (the tube
+covers the whole clip), via ``min_new_tokens = max_new_tokens = n``. After one warm-up call per model and F,
+each call is repeated and the median reported. Last stdout line: one JSON object.
+
+``--quick``: frames 16,32 only, 2 repeats (a smoke test, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
+from bridge_stg.processing.demo_training import DemoModelArguments, build_demo_model
+
+
+def build_pair(frames: int, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGForVideoGrounding, BridgeSTGProcessor, BridgeSTGProcessor]:
+    """The demo-sized Bridge-STG (text span mode) and the coupled baseline with the same backbone weights."""
+    args = DemoModelArguments(max_frames=frames)
+    bridge, _ = build_demo_model(args, seed=seed)
+    cfg = bridge.config.to_dict()
+    cfg.pop("model_type", None)
+    cfg["span_source"] = "text"
+    bridge_cfg = BridgeSTGConfig(**cfg)
+    cfg["grounding_mode"] = "coupled"
+    coupled_cfg = BridgeSTGConfig(**cfg)
+    state = bridge.state_dict()
+    models = []
+    for c in (bridge_cfg, coupled_cfg):
+        m = BridgeSTGForVideoGrounding(c)
+        m.load_state_dict(state)
+        models.append(m.eval())
+    _, tok_proc = build_demo_model(args, seed=seed)
+    tok = tok_proc.tokenizer
+    return (models[0], models[1], BridgeSTGProcessor.from_model_config(bridge_cfg, tok),
+            BridgeSTGProcessor.from_model_config(coupled_cfg, tok))
+
+
+def answer_lengths(proc_b: BridgeSTGProcessor, proc_c: BridgeSTGProcessor, timestamps: list[float], duration: float) -> tuple[int, int]:
+    """Token counts of a well-formed span answer and of a coupled answer with one box per sampled frame."""
+    rng = np.random.default_rng(0)
+    span = proc_b.format_answer(0.0, duration)
+    boxes = [[*rng.uniform(0.3, 0.7, 2), *rng.uniform(0.1, 0.4, 2)] for _ in timestamps]
+    coupled = proc_c.format_coupled_answer(0.0, duration, timestamps, boxes)
+    tok = proc_b.tokenizer
+    return len(tok(span, add_special_tokens=False)["input_ids"]), len(tok(coupled, add_special_tokens=False)["input_ids"])
+
+
+def time_call(fn: Any, repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--frames", default="16,32,64")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",")]
+    repeats = 2 if args.quick else args.repeats
+    results: dict[str, Any] = {}
+    for F in frames_list:
+        bridge, coupled, proc_b, proc_c = build_pair(F)
+        video = np.random.default_rng(F).integers(0, 255, (F, 112, 112, 3), dtype=np.uint8)
+        inputs = proc_b(videos=video, text="the red square moves", video_fps=2.0, frame_ids=[list(range(F))])
+        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        ts = inputs.video_metadata[0]["timestamps"]
+        n_span, n_coupled = answer_lengths(proc_b, proc_c, ts, F / 2.0)
+        bridge.mllm.generation_config.min_new_tokens = n_span
+
+        def run_bridge() -> Any:
+            return bridge.ground(**tensors, tokenizer=proc_b.tokenizer, max_new_tokens=n_span)
+
+        def run_coupled() -> Any:
+            return coupled.ground(**tensors, tokenizer=proc_c.tokenizer, max_new_tokens=n_coupled, min_new_tokens=n_coupled)
+
+        with torch.inference_mode():
+            tb = time_call(run_bridge, repeats)
+            tc = time_call(run_coupled, repeats)
+            gen_c = len(proc_c.tokenizer(run_coupled().generated_text[0], add_special_tokens=False)["input_ids"])
+        mb, mc = statistics.median(tb), statistics.median(tc)
+        results[str(F)] = {
+            "bridge_s": round(mb, 4), "coupled_s": round(mc, 4), "ratio": round(mc / mb, 2),
+            "span_tokens": n_span, "coupled_tokens": n_coupled, "coupled_tokens_decoded_check": gen_c,
+            "bridge_runs_s": [round(x, 4) for x in tb], "coupled_runs_s": [round(x, 4) for x in tc],
+        }
+        print(f"F={F}: bridge {mb:.3f} s ({n_span} tokens) | coupled {mc:.3f} s ({n_coupled} tokens) | ratio {mc / mb:.1f}x",
+              flush=True)
+    print(json.dumps({
+        "benchmark": "latency", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
+        "load_avg": os.getloadavg(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "repeats": repeats, "quick": args.quick, "results": results,
+    }))
+
+
+if __name__ == "__main__":
+    main()
