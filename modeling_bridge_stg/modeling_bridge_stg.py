@@ -656,7 +656,6 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         # pack the selected frames of each sample to the front: frame index per slot (B, S)
         order = torch.argsort((~decode_mask).to(torch.int8), dim=1, stable=True)[:, :S]
         slot_valid = torch.gather(decode_mask, 1, order)
-        K = self.config.num_bridge_queries
         bidx = torch.arange(B, device=device)[:, None]
         groups = enc["frame_group"][order]  # (B, S)
         times = enc["times"][bidx, order]  # (B, S, d)
@@ -681,7 +680,6 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         full_logits = torch.cat([full_logits, full_logits[:, :, :1]], 2).scatter(
             2, scatter_idx[None].expand(n_layers, B, S), presents
         )[:, :, :Fmax]
-        _ = K
         return full_boxes, full_logits
 
     # ------------------------------------------------------------------ training forward
