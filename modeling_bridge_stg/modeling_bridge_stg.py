@@ -853,11 +853,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             if span is None:
                 continue  # empty tube: no decoded frame, zero boxes
             a, b = span
-            inside = ((t >= a) & (t < b)).nonzero().flatten()
-            if inside.numel():
-                s, e = int(inside[0]), int(inside[-1])
-            else:
-                s = e = int((t - (a + b) / 2).abs().argmin())
+            s, e = _frames_in_span(t, a, b)
             spans_s[i] = torch.tensor([a, b])
             spans_f[i] = torch.tensor([s, e])
             for k, box in fboxes.items():
@@ -1042,11 +1038,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 sources.append("frame")
             elif parsed is not None:
                 a, b = parsed
-                inside = ((t >= a) & (t < b)).nonzero().flatten()
-                if inside.numel():
-                    s, e = int(inside[0]), int(inside[-1])
-                else:
-                    s = e = int((t - (a + b) / 2).abs().argmin())
+                s, e = _frames_in_span(t, a, b)
                 sources.append("text")
             else:
                 s, e = _relevance_run(relevance[i, :n])
@@ -1066,6 +1058,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             pred_span_seconds=spans_s, pred_span_frames=spans_f, pred_boxes=boxes, pred_scores=scores,
             decoded_frame_mask=decode, relevance_scores=relevance, span_source=sources, generated_text=texts,
         )
+
+
+def _frames_in_span(times: torch.Tensor, start_s: float, end_s: float) -> tuple[int, int]:
+    """First and last sampled-frame index with `start_s <= t < end_s` (ETA); if none, the frame nearest the middle."""
+    inside = ((times >= start_s) & (times < end_s)).nonzero().flatten()
+    if inside.numel():
+        return int(inside[0]), int(inside[-1])
+    nearest = int((times - (start_s + end_s) / 2).abs().argmin())
+    return nearest, nearest
 
 
 def _best_span(start: torch.Tensor, end: torch.Tensor) -> tuple[int, int]:
