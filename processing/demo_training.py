@@ -79,6 +79,9 @@ class DemoModelArguments:
     decoder_ffn_dim: int = 256
     max_frames: int = 16
     frame_side: int = 112
+    #: extra ``BridgeSTGConfig`` fields applied last (ablations: ``{"eta": False}``, ``{"grounding_mode": "coupled"}``);
+    #: empty for the shipped recipe
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,10 +120,9 @@ def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0
         decoder_ffn_dim=m.decoder_ffn_dim, max_frames=m.max_frames, max_pixels=pixels, min_pixels=pixels,
         max_video_tokens=1024, num_positive_frames=8, num_negative_frames=2,
     )
-    config = BridgeSTGConfig(
-        mllm_config=mllm, bridge_token_ids=bridge_token_ids(tok, NUM_BRIDGE_QUERIES), span_source="frame",
-        freeze_vision=False, **kwargs,
-    )
+    kwargs.update(span_source="frame", freeze_vision=False)
+    kwargs.update(m.config_overrides)
+    config = BridgeSTGConfig(mllm_config=mllm, bridge_token_ids=bridge_token_ids(tok, NUM_BRIDGE_QUERIES), **kwargs)
     torch.manual_seed(seed)
     model = BridgeSTGForVideoGrounding(config)
     processor = BridgeSTGProcessor.from_model_config(config, tok)
@@ -150,11 +152,14 @@ def ground_clips(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "grounding",
+    max_new_tokens: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Ground every clip; return (prediction rows for the metric, raw post-processed results).
 
     Prediction rows carry boxes on the ``tubedetr`` scored frames inside the predicted span (interpolated
-    between decoded frames by ``post_process_grounding``).
+    between decoded frames by ``post_process_grounding``). ``max_new_tokens`` is passed to ``model.ground``
+    (``None``: the model's default budget). For the coupled baseline the raw results also carry the
+    generation (``generated_text``) and its count of malformed lines (``num_malformed``).
     """
     from ..evaluation import tubedetr_grid
 
@@ -167,7 +172,7 @@ def ground_clips(
         inputs = processor(videos=[c.frames for c in chunk], text=[c.query for c in chunk], video_fps=[c.fps for c in chunk])
         meta = inputs.video_metadata
         tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        out = model.ground(**tensors, tokenizer=processor.tokenizer)
+        out = model.ground(**tensors, tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
         grids = [tubedetr_grid(0, c.num_frames, c.fps).tolist() for c in chunk]
         results = processor.post_process_grounding(out, meta, eval_frame_ids=grids)
         for j, res in enumerate(results):
@@ -176,6 +181,10 @@ def ground_clips(
                 "query_id": qid, "span": [res["span"]["start_frame"], res["span"]["end_frame"]],
                 "frame_ids": res["eval_frame_ids"], "boxes": res["eval_boxes"], "span_source": res["span_source"],
             })
+            for key in ("generated_text", "num_malformed"):
+                value = getattr(out, key, None)
+                if value is not None:
+                    res[key] = value[j]
             raw.append(res)
     model.train(was_training)
     return rows, raw
@@ -198,12 +207,12 @@ def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fract
 
 def evaluate_clips(
     model: BridgeSTGForVideoGrounding, processor: BridgeSTGProcessor, clips: Sequence[SyntheticClip], prefix: str,
-    progress: bool = True,
+    progress: bool = True, max_new_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Ground and score clips with the exact metric (``tubedetr`` protocol); the metric's result dict."""
     from ..evaluation import compute_stvg_metrics
 
-    rows, _ = ground_clips(model, processor, clips, prefix, progress=progress)
+    rows, _ = ground_clips(model, processor, clips, prefix, progress=progress, max_new_tokens=max_new_tokens)
     return compute_stvg_metrics(reference_rows(clips, prefix), rows, protocol="tubedetr")
 
 
