@@ -1,0 +1,66 @@
+"""benchmarks/eta_tokens.py and benchmarks/train_throughput.py with --quick: they run and their JSON last line is sane."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick(script: str) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True, text=True, timeout=180, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 2, proc.stdout  # human-readable lines, then the JSON
+    return json.loads(lines[-1]), proc.stdout
+
+
+def check_common(out: dict[str, Any], name: str) -> None:
+    assert out["benchmark"] == name and out["quick"] is True
+    assert {"machine", "date", "command", "load_avg_start", "load_avg_end"} <= set(out)
+    assert name in out["command"] and "--quick" in out["command"]
+    assert len(out["load_avg_start"]) == 3 and len(out["load_avg_end"]) == 3
+
+
+def test_eta_tokens_quick() -> None:
+    out, text = run_quick("eta_tokens.py")
+    check_common(out, "eta_tokens")
+    assert out["threads"] == 1 and out["repeats"] == 2
+    assert 0.0 < out["span_fraction"] < 1.0 and out["span_fraction_source"]
+    assert list(out["results"]) == ["16"]
+    r = out["results"]["16"]
+    assert r["frames"] == 16 and 1 <= r["eta_frames"] < 16
+    assert r["eta_frames"] == min(max(1, round(out["span_fraction"] * 16)), 16)
+    assert r["tokens_per_frame"] == 16  # 112×112 frames, patch 14, merge 2
+    # the span is shorter than the clip, so ETA hands the decoder fewer visual tokens and fewer FLOPs
+    assert 0 < r["eta_token_reads"] < r["no_eta_token_reads"] == 16 * r["tokens_per_frame"]
+    assert r["eta_token_reads"] == r["eta_frames"] * r["tokens_per_frame"]
+    assert 0 < r["eta_tokens_distinct"] <= r["no_eta_tokens_distinct"] == r["mllm_visual_tokens"]
+    assert 0 < r["eta_mflops"] < r["no_eta_mflops"] and r["flops_ratio"] > 1.0
+    assert r["eta_decoder_ms"] > 0 and r["no_eta_decoder_ms"] > 0 and r["no_eta_ground_ms"] > 0
+    assert len(r["eta_decoder_runs_ms"]) == 2 and 0 < r["decoder_share_of_ground_no_eta"] < 1.5
+    q = out["qwen2_5_vl_7b_computed"]
+    assert "COMPUTED" in q["label"] and q["frames"] == 64 and 0 < q["tokens_per_frame"] <= q["tokens_per_frame_max"] == 256
+    assert q["eta_token_reads"] < q["no_eta_token_reads"] == 64 * q["tokens_per_frame"]
+    assert 0 < q["eta_gflops"] < q["no_eta_gflops"]
+    assert "F=16" in text and "COMPUTED" in text
+
+
+def test_train_throughput_quick() -> None:
+    out, text = run_quick("train_throughput.py")
+    check_common(out, "train_throughput")
+    assert out["steps"] == 3 and out["threads"] == [1] and list(out["results"]) == ["1"]
+    r = out["results"]["1"]
+    assert r["batch_size"] == 8 and r["torch_threads_effective"] == 1 and len(r["step_runs_s"]) == 3
+    assert 0 < r["s_per_step"] < 60 and abs(r["clips_per_s"] - 8 / r["s_per_step"]) < 0.01
+    assert r["data_s"] > 0 and r["model_s"] > 0 and 0 < r["data_fraction"] < 1
+    assert r["render_s"] > 0 and r["process_s"] > 0 and r["forward_s"] > 0 and r["backward_s"] > 0
+    assert 0 < r["max_rss_mb_after_imports"] <= r["max_rss_mb_after_build"] <= r["peak_rss_mb"] < 16 * 1024
+    assert r["parameters"] > 1e6 and r["state_mb"]["adamw"] > 0
+    assert "threads=1" in text
