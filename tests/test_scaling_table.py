@@ -1,0 +1,50 @@
+"""benchmarks/scaling_table.py --quick, in-process: exact 7B parameter count and the ordering of the memory estimates."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick():
+    spec = importlib.util.spec_from_file_location("scaling_table", ROOT / "benchmarks" / "scaling_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scaling_table_quick(quick, capsys) -> None:
+    result = quick.main(["--quick"])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1])["benchmark"] == "scaling_table"  # JSON is the last stdout line
+    assert "| tuning | grad ckpt | DDP | FSDP | ZeRO-2 | ZeRO-3 |" in printed
+
+    m = result["models"]["Qwen2.5-VL-7B-Instruct"]
+    p = m["params"]
+    assert abs(p["mllm"] / 8.29e9 - 1) < 0.01
+    assert p["llm_layer"] * 28 == p["llm_layers"] and not p["tied_embeddings"]
+    assert 0 < p["stg_total"] < 0.01 * p["mllm"]
+    assert p["lora_target_modules"] == 7 * 28
+    assert m["sequence"]["sources"][m["sequence"]["main"]]["video_tokens"] == 8192  # 32 groups x 16 x 16
+
+    mem = m["memory"]
+    for ckpt in ("ckpt", "no_ckpt"):
+        for strat in ("DDP", "FSDP", "ZeRO-2", "ZeRO-3"):
+            assert mem[f"8gpu/lora/{ckpt}/{strat}"]["states_gib"] < mem[f"8gpu/full/{ckpt}/{strat}"]["states_gib"]
+        for tuning in ("full", "lora"):
+            t = lambda s: mem[f"8gpu/{tuning}/{ckpt}/{s}"]["total_gib"]  # noqa: E731
+            assert t("ZeRO-3") < t("ZeRO-2") < t("DDP")
+            assert t("FSDP") < t("DDP")
+            # sharding buys nothing on one GPU
+            assert mem[f"1gpu/{tuning}/{ckpt}/ZeRO-3"]["total_gib"] == mem[f"1gpu/{tuning}/{ckpt}/ZeRO-2"]["total_gib"]
+    for tuning in ("full", "lora"):
+        a = m["activations"]
+        assert a[f"{tuning}/ckpt"]["llm"] < 0.2 * a[f"{tuning}/no_ckpt"]["llm"]
+        assert mem[f"8gpu/{tuning}/ckpt/ZeRO-2"]["total_gib"] < mem[f"8gpu/{tuning}/no_ckpt/ZeRO-2"]["total_gib"]
+    assert result["recipe"]["8gpu/lora/ckpt/ZeRO-2"]["total_gib"] <= result["fit_budget_gib"]
