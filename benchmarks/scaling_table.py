@@ -309,16 +309,17 @@ def recipe_block(out, names, gpu_gib: float, budget: float) -> dict[str, Any]:
     cfg = build_mllm_config(name)
     p, seq = count_parameters(name), sequence(cfg)
     rows = {}
-    out(f"## Recipe candidates: {name}, grad checkpointing, global batch {GLOBAL_BATCH} clips\n")
-    out("| GPUs | tuning | strategy | micro-batch x accumulation | GiB per GPU | fits |")
-    out("|---:|---|---|---|---:|---|")
+    out(f"### Recipe candidates: {name}, grad checkpointing, global batch {GLOBAL_BATCH} clips\n")
+    out("| GPUs | tuning | strategy | micro-batch x accumulation | model states | gathered | activations | GiB per GPU | fits |")
+    out("|---:|---|---|---|---:|---:|---:|---:|---|")
     for n, tuning, strat in RECIPE_ROWS:
         mb_max = max_micro_batch(p, cfg, seq, strat, tuning, True, n, budget)
         mb = max(d for d in (1, 2, 4, 8, 16, 32) if GLOBAL_BATCH % (d * n) == 0 and d <= max(mb_max, 1))
         accum = GLOBAL_BATCH // (mb * n)
         m = per_gpu(p, cfg, seq, strat, tuning, True, n, mb)
         rows[f"{n}gpu/{tuning}/ckpt/{strat}"] = {"micro_batch": mb, "accumulation": accum, **m}
-        out(f"| {n} | {tuning} | {strat} | {mb} x {accum} | {m['total_gib']:.1f} | "
+        out(f"| {n} | {tuning} | {strat} | {mb} x {accum} | {m['states_gib']:.1f} | {m['gather_gib']:.1f} | "
+            f"{m['activations_gib']:.1f} | {m['total_gib']:.1f} | "
             f"{'yes' if m['total_gib'] <= budget else 'no'} (<= {budget:.0f} of {gpu_gib:.0f}) |")
     out("")
     return rows
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         terms = {m: llm_activation_terms(h, h_kv, heads, ffn, LORA_RANK, m) for m in ("full", "lora", "lora_nodropout")}
         entry: dict[str, Any] = {"params": p, "sequence": seq, "activation_terms_bytes_per_layer_token": terms,
                                  "activations": {}, "memory": {}, "max_micro_batch": {}}
-        out(f"## {name} as the Bridge-STG backbone\n")
+        out(f"### {name} as the Bridge-STG backbone\n")
         out("| parameters | count |")
         out("|---|---:|")
         for key, label in (("vision_encoder", "vision encoder + merger (frozen)"), ("llm_embed_tokens", "LLM input embeddings"),
