@@ -3,6 +3,7 @@ text-box baseline; same data, same number of optimizer steps, same seeds, same t
 
     python benchmarks/ablations.py [--quick] [--steps 1000] [--seeds 0,1] [--variants full,...,coupled]
                                    [--num-test-clips 200] [--threads 1] [--jobs 2] [--out-dir DIR] [--resume]
+                                   [--report-only]
 
 Every run is :func:`bridge_stg.processing.demo_training.train_demo` (the recipe of ``bridge-stg demo --train``:
 same model sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run's seed) with one
@@ -30,7 +31,8 @@ generations are counted ("budget hit ~N": generations whose re-tokenized text is
 cut by it; approximate, decoding + re-encoding garbage need not give back the generated count).
 
 Runs go to ``--jobs`` worker processes (``--threads`` torch threads each); each run's checkpoint and result
-JSON stay in ``--out-dir`` (``--resume`` reuses finished results). Prints a markdown table per seed and the
+JSON stay in ``--out-dir`` (``--resume`` reuses finished results; ``--resume --report-only`` only tabulates them,
+a run still missing is left out of the tables). Prints a markdown table per seed and the
 mean over seeds; the last stdout line is one JSON object with everything.
 
 ``--quick``: 3 steps, seed 0, 4 test clips (a smoke test of the script, not a measurement).
@@ -197,6 +199,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default: %(default)s)")
     p.add_argument("--out-dir", default=None, help="checkpoints + per-run results (default: a new temporary folder)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs found in --out-dir")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing, tabulate the finished runs found in --out-dir")
     args = p.parse_args()
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
@@ -222,6 +226,9 @@ def main() -> None:
                 results.append(res)
                 print(f"reused {n} seed {s} from {f}", flush=True)
                 continue
+        if args.report_only:
+            print(f"missing {n} seed {s} (--report-only: not run)", flush=True)
+            continue
         pending.append((n, s))
     t0 = time.perf_counter()
     load_start = os.getloadavg()
@@ -265,6 +272,8 @@ def main() -> None:
         "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2),
         "steps": steps, "seeds": seeds, "num_test_clips": num_test, "test_stream_seed": TEST_SEED,
         "threads": args.threads, "jobs": args.jobs, "quick": args.quick, "out_dir": args.out_dir,
+        "missing": [f"{n} seed {s}" for s in seeds for n in names
+                    if not any(r["variant"] == n and r["seed"] == s and "error" not in r for r in results)],
         "variants": {n: VARIANTS[n] for n in names}, "tables": tables, "runs": results,
     }))
 

@@ -44,3 +44,13 @@ def test_ablation_quick_run(tmp_path: Path) -> None:
     assert "| coupled |" in out["tables"]["seed 0"] and "| no_eta |" in out["tables"]["seed 0"]
     assert (tmp_path / "coupled_seed0" / "ablation_result.json").is_file()
     assert json.loads((tmp_path / "coupled_seed0" / "config.json").read_text())["grounding_mode"] == "coupled"
+    # --resume --report-only: tabulates the finished runs, trains nothing, names the missing ones
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--quick", "--variants", "no_eta,coupled,full",
+         "--out-dir", str(tmp_path), "--resume", "--report-only"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    rep = json.loads(again.stdout.strip().splitlines()[-1])
+    assert rep["missing"] == ["full seed 0"] and {r["variant"] for r in rep["runs"]} == {"no_eta", "coupled"}
+    assert rep["runs"][0]["metrics"] == runs[rep["runs"][0]["variant"]]["metrics"]
