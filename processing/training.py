@@ -446,7 +446,9 @@ def make_compute_metrics(
     frame ids) are turned into pixel tubes by ``processor.post_process_grounding`` with metadata rebuilt from the reference rows
     (``fps``, ``width``, ``height``, segment; note: the row's ``fps`` is taken as the video's) and the sampled
     frame ids of the batch, then scored with ``compute_stvg_metrics`` (``tubedetr`` when every fps allows,
-    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …).
+    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …); the
+    function's ``last_result`` attribute keeps the full result dict of its latest call (the format of
+    ``bridge-stg evaluate --json``, e.g. for a model card).
     """
     from bridge_stg.evaluation import compute_stvg_metrics, flatten_results
 
@@ -494,8 +496,10 @@ def make_compute_metrics(
         rows = results_to_prediction_rows(results, metas)
         scored = [(r, p) for r, p in zip(refs, rows) if r.get("task", "stvg") == "stvg"]
         result = compute_stvg_metrics([r for r, _ in scored], [p for _, p in scored], protocol=proto, **metric_kwargs)
+        compute_metrics.last_result = result  # the full result dict (``bridge-stg evaluate --json`` format)
         return flatten_results(result)
 
+    compute_metrics.last_result = None
     return compute_metrics
 
 
