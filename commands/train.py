@@ -431,7 +431,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         if merge:
             final = trainer.model.merge_and_unload()  # the PeftModel -> BridgeSTGForVideoGrounding with merged weights
         elif model_args.lora:
-            final = None  # the PEFT adapter written by save_model is the result
+            final = None  # the PEFT adapter written by save_model is the result; the processor goes beside it
+            processor.save_pretrained(out)
         else:
             # reload what save_model wrote: the folder is then checked to round-trip before it is published
             final = BridgeSTGForVideoGrounding.from_pretrained(str(out), dtype=next(unwrap_bridge_model(trainer.model).parameters()).dtype)
