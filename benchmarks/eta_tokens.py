@@ -1,6 +1,6 @@
 """Explicit temporal alignment (ETA): visual tokens, FLOPs and latency of the spatial decoder with and without it.
 
-    python benchmarks/eta_tokens.py [--quick] [--frames 16,32,64] [--repeats 20] [--ground-repeats 5] [--threads 1]
+    python benchmarks/eta_tokens.py [--quick] [--frames 16,32,64] [--repeats 50] [--ground-repeats 10] [--threads 1]
 
 What is compared. ``eta=True`` (the default config) runs the QGSL decoder only on the sampled frames inside
 the predicted span; ``eta=False`` runs it on every sampled frame. Both models are the demo-sized model of
@@ -16,8 +16,9 @@ start-up; 0.40, as DATASETS.md states, if the files are missing).
 What is timed. ``ground()`` encodes once and then calls ``_run_decoder(enc, decode_mask)``; everything before
 that call is identical with and without ETA. The benchmark runs ``ground()`` once on the ``eta=False`` model,
 keeps the ``enc`` it passes to ``_run_decoder`` (captured with a wrapper on that instance), then times
-``_run_decoder(enc, mask)`` alone with the ETA mask and with the all-frames mask (median of ``--repeats`` calls
-after one warm-up, under ``torch.inference_mode``). It also times the whole ``ground()`` of the ``eta=False``
+``_run_decoder(enc, mask)`` alone with the ETA mask and with the all-frames mask (``--repeats`` rounds after one
+warm-up round, the two settings interleaved in every round so load changes on the shared machine hit both alike;
+median and minimum reported; under ``torch.inference_mode``). It also times the whole ``ground()`` of the ``eta=False``
 model, to give the decoder's share of a query; "ground() with ETA" in the table is derived from those
 (ground − decoder(all) + decoder(ETA)), not timed. FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on the
 same ``_run_decoder`` calls (matmuls and attention; CPU SDPA gets the standard SDPA formula registered here,
@@ -141,6 +142,21 @@ def time_call(fn: Any, repeats: int) -> list[float]:
     return out
 
 
+def time_interleaved(fns: list[Any], repeats: int) -> list[list[float]]:
+    """Wall-clock seconds of ``repeats`` rounds, each calling every fn once in turn, after one warm-up round.
+
+    Interleaving makes a change in the machine's load (it is shared) hit every setting alike."""
+    for fn in fns:
+        fn()
+    out: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, times in zip(fns, out):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return out
+
+
 def build_pair(frames: int, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGForVideoGrounding, BridgeSTGProcessor]:
     """The demo-sized model with ``eta=True`` and the same weights with ``eta=False``."""
     eta_model, processor = build_demo_model(DemoModelArguments(max_frames=frames), seed=seed)
@@ -215,8 +231,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--frames", default="16,32,64")
-    ap.add_argument("--repeats", type=int, default=20, help="timed decoder calls per setting (median reported)")
-    ap.add_argument("--ground-repeats", type=int, default=5, help="timed ground() calls (median reported)")
+    ap.add_argument("--repeats", type=int, default=50, help="timed decoder calls per setting (median reported)")
+    ap.add_argument("--ground-repeats", type=int, default=10, help="timed ground() calls (median reported)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -250,8 +266,7 @@ def main() -> None:
                 return no_eta.ground(**tensors, tokenizer=tok)
 
             flops_eta, flops_all = count_flops(dec_eta), count_flops(dec_all)
-            t_eta = time_call(dec_eta, repeats)
-            t_all = time_call(dec_all, repeats)
+            t_eta, t_all = time_interleaved([dec_eta, dec_all], repeats)
             t_ground = time_call(ground_all, ground_repeats)
         reads_eta, distinct_eta = decoder_tokens(enc, mask_eta)
         reads_all, distinct_all = decoder_tokens(enc, mask_all)
@@ -268,6 +283,8 @@ def main() -> None:
             "flops_ratio": round(flops_all / flops_eta, 2),
             "eta_decoder_ms": round(me * 1e3, 3), "no_eta_decoder_ms": round(ma * 1e3, 3),
             "decoder_speedup": round(ma / me, 2),
+            "eta_decoder_min_ms": round(min(t_eta) * 1e3, 3), "no_eta_decoder_min_ms": round(min(t_all) * 1e3, 3),
+            "decoder_speedup_min": round(min(t_all) / min(t_eta), 2), "no_eta_ground_min_ms": round(min(t_ground) * 1e3, 2),
             "no_eta_ground_ms": round(mg * 1e3, 2), "decoder_share_of_ground_no_eta": round(ma / mg, 3),
             "eta_ground_ms_derived": round((mg - ma + me) * 1e3, 2),
             "eta_decoder_runs_ms": [round(x * 1e3, 3) for x in t_eta],
@@ -276,7 +293,8 @@ def main() -> None:
         }
         print(f"F={F}: decoder frames {int(mask_eta.sum())} (ETA) vs {int(frame_mask.sum())} | token reads {reads_eta} vs "
               f"{reads_all} | decoder {flops_eta / 1e6:.1f} vs {flops_all / 1e6:.1f} MFLOPs | decoder {me * 1e3:.2f} vs "
-              f"{ma * 1e3:.2f} ms ({ma / me:.2f}x) | ground() without ETA {mg * 1e3:.1f} ms, decoder share {ma / mg:.1%}",
+              f"{ma * 1e3:.2f} ms median ({ma / me:.2f}x; min {min(t_eta) * 1e3:.2f} vs {min(t_all) * 1e3:.2f} ms) | "
+              f"ground() without ETA {mg * 1e3:.1f} ms, decoder share {ma / mg:.1%}",
               flush=True)
     q7 = qwen7b_computed(fraction)
     print(f"COMPUTED, Qwen2.5-VL-7B-sized, {q7['frames']} frames of {q7['frame_size'][1]}x{q7['frame_size'][0]}: "
