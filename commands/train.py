@@ -80,6 +80,10 @@ class ModelArguments:
         "help": "learning rate of the MLLM (LoRA adapters included); default: --learning_rate"})
     head_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the bridge, decoder and heads; default: --learning_rate"})
+    upcast_trainable: bool = field(default=True, metadata={
+        "help": "keep the trainable parameters in float32 when the weights load in bf16/fp16 (AdamW on 16-bit "
+                "weights loses small updates; --bf16 still computes in bf16). Not applied under DeepSpeed or FSDP, "
+                "which keep their own fp32 master copy"})
 
 
 @dataclass
@@ -320,6 +324,18 @@ def state_digest(model: Any) -> str:
     return h.hexdigest()
 
 
+def upcast_trainable_parameters(model: Any) -> int:
+    """Cast every trainable bf16/fp16 parameter to float32 in place; return how many elements were cast."""
+    import torch
+
+    n = 0
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+            n += p.numel()
+    return n
+
+
 def _count(model: Any) -> tuple[int, int]:
     seen, total, trainable = set(), 0, 0
     for p in model.parameters():
@@ -358,6 +374,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
             model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     elif model_args.freeze_vision:
         freeze_vision_encoder(model)
+    if model_args.upcast_trainable and not training_args.deepspeed and not training_args.fsdp:
+        upcast = upcast_trainable_parameters(model)
+        if upcast:
+            logger.warning(f"{PROG}: {upcast / 1e6:.2f} M trainable parameters kept in float32 (the rest stays 16-bit)")
     total, trainable = _count(model)
     logger.warning(f"{PROG}: {total / 1e6:.2f} M parameters, {trainable / 1e6:.2f} M trainable")
 
@@ -430,6 +450,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
 
         if merge:
             final = trainer.model.merge_and_unload()  # the PeftModel -> BridgeSTGForVideoGrounding with merged weights
+            # one dtype for the published weights: the backbone's (float32 heads / adapters were upcast for training)
+            final.to(final.mllm.get_input_embeddings().weight.dtype)
         elif model_args.lora:
             final = None  # the PEFT adapter written by save_model is the result; the processor goes beside it
             processor.save_pretrained(out)

@@ -320,7 +320,8 @@ class BridgeSTGTrainer(Trainer):
         names = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw",
                  "frame_timestamps", "frame_mask")
         base = unwrap_bridge_model(model)
-        out = base.ground(**{k: inputs[k] for k in names}, tokenizer=tokenizer, **self.ground_kwargs)
+        with self.accelerator.autocast():  # as forward under accelerate: fp32 trainable + 16-bit frozen weights mix
+            out = base.ground(**{k: inputs[k] for k in names}, tokenizer=tokenizer, **self.ground_kwargs)
         B, F = inputs["frame_mask"].shape
         seconds = out.pred_span_seconds if out.pred_span_seconds is not None else torch.full((B, 2), float("nan"))
         sources = torch.tensor([SPAN_SOURCES.index(s) if s in SPAN_SOURCES else -1 for s in (out.span_source or [""] * B)])

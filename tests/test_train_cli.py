@@ -224,3 +224,27 @@ def test_activation_checkpointing_trains(synth, tmp_path, lora, capsys) -> None:
     if lora:
         assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
         assert (out / "processor_config.json").is_file()  # the adapter folder carries its processor
+
+
+def test_bf16_weights_train_with_float32_trainables(synth, tmp_path, capsys) -> None:
+    """Weights loaded in bf16 + --bf16 autocast + LoRA (the 1-GPU recipe's settings, on CPU): the trainable
+    parameters are kept in float32, evaluation grounds under autocast, and the merged checkpoint is one dtype."""
+    from safetensors import safe_open
+
+    from bridge_stg import BridgeSTGForVideoGrounding
+
+    out = tmp_path / "bf16"
+    argv = _fast(out, "--dataset", synth, "--max_steps", "1", "--dtype", "bfloat16", "--bf16", "true",
+                 "--lora", "true", "--lora_r", "4", "--save_strategy", "no")
+    assert train_cmd.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "eval_m_vIoU" in summary["eval"]
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}
+    model = BridgeSTGForVideoGrounding.from_pretrained(out)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+    m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)).to(torch.bfloat16)
+    m[0].requires_grad_(False)
+    assert train_cmd.upcast_trainable_parameters(m) == 6
+    assert m[0].weight.dtype == torch.bfloat16 and m[1].weight.dtype == torch.float32
