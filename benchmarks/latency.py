@@ -11,7 +11,9 @@ Fairness: the models are untrained, so generation length is forced to what a tra
 Bridge-STG generates exactly the token count of the formatted span answer ("From A s to B s."), the coupled
 baseline exactly the token count of its formatted answer with one box line per sampled frame (the tube
 covers the whole clip), via ``min_new_tokens = max_new_tokens = n``. After one warm-up call per model and F,
-each call is repeated and the median reported. Last stdout line: one JSON object.
+each call is repeated (Bridge-STG and coupled calls alternating, so load changes hit both) and the median
+reported; the number of new tokens of every timed generation is checked against the forced length. Last
+stdout line: one JSON object. Use ``--threads 1`` on a shared machine (2 threads oversubscribe the cores).
 
 ``--quick``: frames 16,32 only, 2 repeats (a smoke test, not a measurement).
 """
@@ -66,15 +68,36 @@ def answer_lengths(proc_b: BridgeSTGProcessor, proc_c: BridgeSTGProcessor, times
     return len(tok(span, add_special_tokens=False)["input_ids"]), len(tok(coupled, add_special_tokens=False)["input_ids"])
 
 
-def time_call(fn: Any, repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def time_interleaved(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``repeats`` calls of each function after one warm-up call each; the calls alternate
+    (a, b, a, b, ...) so a change of machine load during the run hits both sides alike."""
+    for fn in fns.values():
         fn()
-        out.append(time.perf_counter() - t0)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
     return out
+
+
+class GenerationCounter:
+    """Wraps ``model.mllm.generate`` and records how many new tokens each call produced (the check that the forced
+    generation length really was generated)."""
+
+    def __init__(self, model: BridgeSTGForVideoGrounding) -> None:
+        self.counts: list[int] = []
+        self._generate = model.mllm.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            out = self._generate(*args, **kwargs)
+            prompt = kwargs["input_ids"].shape[1] if "input_ids" in kwargs else args[0].shape[1]
+            seq = out.sequences if hasattr(out, "sequences") else out
+            self.counts.append(int(seq.shape[1] - prompt))
+            return out
+
+        model.mllm.generate = generate
 
 
 def main() -> None:
@@ -103,14 +126,18 @@ def main() -> None:
         def run_coupled() -> Any:
             return coupled.ground(**tensors, tokenizer=proc_c.tokenizer, max_new_tokens=n_coupled, min_new_tokens=n_coupled)
 
+        count_b, count_c = GenerationCounter(bridge), GenerationCounter(coupled)
         with torch.inference_mode():
-            tb = time_call(run_bridge, repeats)
-            tc = time_call(run_coupled, repeats)
-            gen_c = len(proc_c.tokenizer(run_coupled().generated_text[0], add_special_tokens=False)["input_ids"])
+            times = time_interleaved({"bridge": run_bridge, "coupled": run_coupled}, repeats)
+        tb, tc = times["bridge"], times["coupled"]
+        if set(count_b.counts) != {n_span} or set(count_c.counts) != {n_coupled}:
+            raise RuntimeError(f"F={F}: generated {sorted(set(count_b.counts))} / {sorted(set(count_c.counts))} new tokens, "
+                               f"expected {n_span} / {n_coupled}")
         mb, mc = statistics.median(tb), statistics.median(tc)
         results[str(F)] = {
             "bridge_s": round(mb, 4), "coupled_s": round(mc, 4), "ratio": round(mc / mb, 2),
-            "span_tokens": n_span, "coupled_tokens": n_coupled, "coupled_tokens_decoded_check": gen_c,
+            "span_tokens": n_span, "coupled_tokens": n_coupled,
+            "generated_tokens_checked": {"bridge": sorted(set(count_b.counts)), "coupled": sorted(set(count_c.counts))},
             "bridge_runs_s": [round(x, 4) for x in tb], "coupled_runs_s": [round(x, 4) for x in tc],
         }
         print(f"F={F}: bridge {mb:.3f} s ({n_span} tokens) | coupled {mc:.3f} s ({n_coupled} tokens) | ratio {mc / mb:.1f}x",
