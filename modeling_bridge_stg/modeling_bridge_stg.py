@@ -509,14 +509,19 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         Args:
             pretrained_model_name_or_path: a Qwen2.5-VL / Qwen3-VL `*ForConditionalGeneration` checkpoint.
             bridge_token_ids: ids of `<bridge_0..K-1>` in the tokenizer (after adding them).
-            vocab_size: resize the embeddings to this size (the tokenizer length after adding the tokens).
+            vocab_size: the tokenizer length after adding the tokens; the embeddings grow to it when they have
+                fewer rows (released Qwen-VL checkpoints have spare rows, so they are left as they are).
             mllm_kwargs: forwarded to the MLLM's `from_pretrained` (e.g. `dtype`, `attn_implementation`).
             **bridge_kwargs: `BridgeSTGConfig` fields (K, decoder sizes, loss weights...).
         """
         mllm = AutoModelForImageTextToText.from_pretrained(pretrained_model_name_or_path, **(mllm_kwargs or {}))
-        if vocab_size is not None and vocab_size != mllm.get_input_embeddings().weight.shape[0]:
+        rows = mllm.get_input_embeddings().weight.shape[0]
+        if vocab_size is not None and vocab_size > rows:
             mllm.resize_token_embeddings(vocab_size)
-            mllm.config.get_text_config().vocab_size = vocab_size
+            mllm.config.get_text_config().vocab_size = rows = vocab_size
+        if bridge_token_ids is not None and max(bridge_token_ids) >= rows:
+            raise ValueError(f"bridge_token_ids: id {max(bridge_token_ids)} is outside the {rows} embedding rows "
+                             "of the MLLM (pass vocab_size = len(tokenizer))")
         config = BridgeSTGConfig(mllm_config=mllm.config, bridge_token_ids=bridge_token_ids, **bridge_kwargs)
         model = cls(config)
         model.mllm = mllm

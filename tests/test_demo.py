@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bridge_stg.commands.cli import main as cli_main
-from bridge_stg.commands.demo import DEMO_CHECKPOINT, annotate_frames, draw_box
+from bridge_stg.commands.demo import DEMO_CHECKPOINT, annotate_frames, draw_box, shipped_checkpoint
 from bridge_stg.processing.demo_training import (
     TEST_STREAM, TRAIN_STREAM, VALIDATION_STREAM, clip_rng, render_clips, trivial_baseline_rows,
 )
@@ -89,3 +89,13 @@ def test_demo_on_shipped_checkpoint(tmp_path: Path) -> None:
     assert len(frames) == example["num_frames"] and frames[0].shape[1] == example["width"]
     assert (out / "example_input.mp4").is_file()
     assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_shipped_checkpoint_carries_the_current_remote_code() -> None:
+    """The demo checkpoint's remote-code copies are the package's files (a checkpoint loaded with
+    trust_remote_code=True, outside the package, must run the same code)."""
+    pkg = shipped_checkpoint().parent
+    copies = sorted(p.name for p in shipped_checkpoint().glob("*.py"))
+    assert "modeling_bridge_stg.py" in copies and "configuration_bridge_stg.py" in copies
+    stale = [name for name in copies if (shipped_checkpoint() / name).read_bytes() != (pkg / name).read_bytes()]
+    assert not stale, f"refresh the copies in {shipped_checkpoint()}: {stale}"

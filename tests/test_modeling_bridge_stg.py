@@ -186,6 +186,26 @@ def test_from_mllm_pretrained(tmp_path, qwen_tokenizer):
     assert model.config.mllm_config.model_type == "qwen2_5_vl"
 
 
+def test_from_mllm_pretrained_embedding_rows(tmp_path, compact_tokenizer):
+    """Spare embedding rows (as in the released Qwen-VL checkpoints) are kept; too few rows grow to the tokenizer;
+    a bridge id outside the rows is refused."""
+    from transformers import AutoModelForImageTextToText
+
+    n = len(compact_tokenizer)
+    ids = bridge_token_ids(compact_tokenizer, 4)
+    for rows, expected in ((n + 64, n + 64), (n - 2, n)):
+        mllm = AutoModelForImageTextToText.from_config(tiny_mllm_config("qwen2_5_vl", compact_tokenizer, vocab_size=rows))
+        folder = tmp_path / f"rows{rows}"
+        mllm.save_pretrained(folder)
+        model = BridgeSTGForVideoGrounding.from_mllm_pretrained(str(folder), bridge_token_ids=ids, vocab_size=n,
+                                                                **tiny_bridge_kwargs())
+        assert model.mllm.get_input_embeddings().weight.shape[0] == expected
+        assert model.config.mllm_config.get_text_config().vocab_size == expected
+    with pytest.raises(ValueError, match="bridge_token_ids"):
+        BridgeSTGForVideoGrounding.from_mllm_pretrained(str(tmp_path / f"rows{n + 64}"), bridge_token_ids=[n + 64],
+                                                        **tiny_bridge_kwargs())
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [

@@ -509,14 +509,19 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         Args:
             pretrained_model_name_or_path: a Qwen2.5-VL / Qwen3-VL `*ForConditionalGeneration` checkpoint.
             bridge_token_ids: ids of `<bridge_0..K-1>` in the tokenizer (after adding them).
-            vocab_size: resize the embeddings to this size (the tokenizer length after adding the tokens).
+            vocab_size: the tokenizer length after adding the tokens; the embeddings grow to it when they have
+                fewer rows (released Qwen-VL checkpoints have spare rows, so they are left as they are).
             mllm_kwargs: forwarded to the MLLM's `from_pretrained` (e.g. `dtype`, `attn_implementation`).
             **bridge_kwargs: `BridgeSTGConfig` fields (K, decoder sizes, loss weights...).
         """
         mllm = AutoModelForImageTextToText.from_pretrained(pretrained_model_name_or_path, **(mllm_kwargs or {}))
-        if vocab_size is not None and vocab_size != mllm.get_input_embeddings().weight.shape[0]:
+        rows = mllm.get_input_embeddings().weight.shape[0]
+        if vocab_size is not None and vocab_size > rows:
             mllm.resize_token_embeddings(vocab_size)
-            mllm.config.get_text_config().vocab_size = vocab_size
+            mllm.config.get_text_config().vocab_size = rows = vocab_size
+        if bridge_token_ids is not None and max(bridge_token_ids) >= rows:
+            raise ValueError(f"bridge_token_ids: id {max(bridge_token_ids)} is outside the {rows} embedding rows "
+                             "of the MLLM (pass vocab_size = len(tokenizer))")
         config = BridgeSTGConfig(mllm_config=mllm.config, bridge_token_ids=bridge_token_ids, **bridge_kwargs)
         model = cls(config)
         model.mllm = mllm
@@ -656,7 +661,6 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         # pack the selected frames of each sample to the front: frame index per slot (B, S)
         order = torch.argsort((~decode_mask).to(torch.int8), dim=1, stable=True)[:, :S]
         slot_valid = torch.gather(decode_mask, 1, order)
-        K = self.config.num_bridge_queries
         bidx = torch.arange(B, device=device)[:, None]
         groups = enc["frame_group"][order]  # (B, S)
         times = enc["times"][bidx, order]  # (B, S, d)
@@ -681,7 +685,6 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         full_logits = torch.cat([full_logits, full_logits[:, :, :1]], 2).scatter(
             2, scatter_idx[None].expand(n_layers, B, S), presents
         )[:, :, :Fmax]
-        _ = K
         return full_boxes, full_logits
 
     # ------------------------------------------------------------------ training forward
@@ -855,11 +858,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             if span is None:
                 continue  # empty tube: no decoded frame, zero boxes
             a, b = span
-            inside = ((t >= a) & (t < b)).nonzero().flatten()
-            if inside.numel():
-                s, e = int(inside[0]), int(inside[-1])
-            else:
-                s = e = int((t - (a + b) / 2).abs().argmin())
+            s, e = _frames_in_span(t, a, b)
             spans_s[i] = torch.tensor([a, b])
             spans_f[i] = torch.tensor([s, e])
             for k, box in fboxes.items():
@@ -1044,11 +1043,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 sources.append("frame")
             elif parsed is not None:
                 a, b = parsed
-                inside = ((t >= a) & (t < b)).nonzero().flatten()
-                if inside.numel():
-                    s, e = int(inside[0]), int(inside[-1])
-                else:
-                    s = e = int((t - (a + b) / 2).abs().argmin())
+                s, e = _frames_in_span(t, a, b)
                 sources.append("text")
             else:
                 s, e = _relevance_run(relevance[i, :n])
@@ -1068,6 +1063,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             pred_span_seconds=spans_s, pred_span_frames=spans_f, pred_boxes=boxes, pred_scores=scores,
             decoded_frame_mask=decode, relevance_scores=relevance, span_source=sources, generated_text=texts,
         )
+
+
+def _frames_in_span(times: torch.Tensor, start_s: float, end_s: float) -> tuple[int, int]:
+    """First and last sampled-frame index with `start_s <= t < end_s` (ETA); if none, the frame nearest the middle."""
+    inside = ((times >= start_s) & (times < end_s)).nonzero().flatten()
+    if inside.numel():
+        return int(inside[0]), int(inside[-1])
+    nearest = int((times - (start_s + end_s) / 2).abs().argmin())
+    return nearest, nearest
 
 
 def _best_span(start: torch.Tensor, end: torch.Tensor) -> tuple[int, int]:
