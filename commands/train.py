@@ -357,6 +357,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
     from bridge_stg.hub_bridge_stg import save_for_hub
     from bridge_stg.processing.collator import BridgeSTGDataCollator
     from bridge_stg.processing.training import (
+        COMPONENT_LOSSES,
         BridgeSTGTrainer,
         apply_lora,
         freeze_vision_encoder,
@@ -404,12 +405,14 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
 
     if run_args.dry_run:
         batch = collator([train_ds[i] for i in range(min(training_args.per_device_train_batch_size, len(train_ds)))])
-        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        with torch.no_grad():
+        device = training_args.device
+        tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        half = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
+        model.to(device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
             out = model(**tensors)
         summary["batch"] = {k: list(v.shape) for k, v in tensors.items()}
-        summary["losses"] = {k: round(float(getattr(out, k)), 6) for k in ("loss", "loss_lm", "loss_l1", "loss_giou",
-                             "loss_present", "loss_relevance", "loss_contrastive", "loss_span")
+        summary["losses"] = {k: round(float(getattr(out, k)), 6) for k in ("loss", *COMPONENT_LOSSES)
                              if isinstance(getattr(out, k, None), torch.Tensor)}
         summary["dry_run"] = True
         return summary
