@@ -7,11 +7,14 @@ shipped tiny checkpoint, score them with the exact STVG metric (``DIR/metrics.js
 copy the checkpoint to ``DIR/checkpoint/`` (loadable by ``pipeline("video-grounding")``), ground one clip
 with that pipeline into ``DIR/example.json`` and an annotated ``DIR/example.mp4``, and print a summary.
 
-With ``--train``: train the demo checkpoint from scratch (``--minutes``, ``--seed``, ``--max-steps``,
-``--output-dir``); see :func:`bridge_stg.processing.demo_training.train_demo`.
+With ``--train``: train the demo checkpoint from scratch (``--max-steps``, ``--minutes``, ``--seed``,
+``--output-dir``); see :func:`bridge_stg.processing.demo_training.train_demo`. The defaults are the shipped
+checkpoint's recipe: 4551 steps with a step-based learning-rate schedule (``--minutes`` is only a cap), so with
+``--seed 0 --threads 1`` the run is deterministic and gives the shipped weights (about an hour on 2 cores).
+``--max-steps 0`` trains for ``--minutes`` instead, with the schedule following the clock.
 
     bridge-stg demo --out demo_out
-    bridge-stg demo --train --minutes 32 --seed 0 --output-dir my_demo_checkpoint
+    bridge-stg demo --train --seed 0 --threads 1 --output-dir my_demo_checkpoint
 """
 
 from __future__ import annotations
@@ -194,6 +197,8 @@ def run_demo(
 
 
 def main(argv: list[str]) -> int:
+    from bridge_stg.processing.demo_training import DEMO_RECIPE_MINUTES_CAP, DEMO_RECIPE_STEPS
+
     parser = argparse.ArgumentParser(
         prog="bridge-stg demo",
         description="Ground fresh synthetic clips with the shipped tiny checkpoint and score them; "
@@ -205,8 +210,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="demo: seed of the test stream; --train: training seed (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, help="demo: checkpoint folder (default: the shipped one)")
-    parser.add_argument("--minutes", type=float, default=32.0, help="--train: training wall time budget (default: %(default)s)")
-    parser.add_argument("--max-steps", type=int, default=None, help="--train: stop after this many steps")
+    parser.add_argument("--minutes", type=float, default=DEMO_RECIPE_MINUTES_CAP,
+                        help="--train: cap on the training minutes (default: %(default)s)")
+    parser.add_argument("--max-steps", type=int, default=DEMO_RECIPE_STEPS,
+                        help="--train: optimizer steps; the learning-rate schedule follows them; 0: train for --minutes "
+                             "with the schedule following the clock (default: %(default)s, the shipped recipe)")
     parser.add_argument("--output-dir", default="demo_checkpoint", help="--train: checkpoint folder (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="--train: clips per step (default: %(default)s)")
     parser.add_argument("--eval-every-minutes", type=float, default=4.0, help="--train: learning-curve period (default: %(default)s)")
@@ -214,12 +222,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
+    if args.max_steps < 0:
+        parser.error(f"--max-steps: must be >= 0, got {args.max_steps}")
     progress = not args.no_progress
     if args.train:
         from bridge_stg.processing.demo_training import DemoTrainingArguments, train_demo
 
         targs = DemoTrainingArguments(
-            output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps,
+            output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps or None,
             batch_size=args.batch_size, eval_every_minutes=args.eval_every_minutes, num_eval_clips=args.num_eval_clips,
             num_threads=args.threads, command="bridge-stg demo " + " ".join(argv),
         )

@@ -11,8 +11,9 @@ training stream (``TRAIN_STREAM``), the held-out validation stream used for the 
 test clip can ever be a training clip, whatever the seeds.
 
 Why a plain loop and not ``transformers.Trainer``: the data is an endless in-memory stream whose batches
-are built by the processor in the training process (rendering + processing is ~10 % of a step), the
-budget is wall-clock minutes on a shared 2-core CPU, and the learning curve is measured with the real
+are built by the processor in the training process (rendering + processing is 10–20 % of a step, see
+``benchmarks/train_throughput.py``), the run is a step budget with a wall-clock cap on a shared 2-core CPU, and
+the learning curve is measured with the real
 grounding path (``model.ground`` + ``post_process_grounding`` + the exact metric) every few minutes. A
 Trainer would need an ``IterableDataset`` + collator + a time-budget callback + a custom evaluation loop
 for the same thing, with dataloader worker processes competing for the 2 cores.
@@ -47,6 +48,11 @@ DEMO_SEED_ROOT = 20260707
 TRAIN_STREAM = 1
 VALIDATION_STREAM = 2
 TEST_STREAM = 3
+
+#: optimizer steps of the shipped demo checkpoint's recipe (``bridge-stg demo --train`` default)
+DEMO_RECIPE_STEPS = 4551
+#: wall-clock cap of that recipe in minutes (the shipped run needed 58 on a shared 2-core CPU)
+DEMO_RECIPE_MINUTES_CAP = 115.0
 
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
 DEMO_SPEC = SyntheticSpec()
@@ -327,6 +333,11 @@ def write_demo_model_card(
     import platform
 
     a = summary["args"]
+    if a.get("max_steps") and summary["steps"] >= a["max_steps"]:
+        schedule = (f"{a['max_steps']} steps (a step-based schedule, so the machine's speed does not change the run;"
+                    " with the same seed, thread count, torch build and CPU kind it is deterministic)")
+    else:
+        schedule = f"the {a['minutes']:g}-minute time budget"
     command = a.get("command") or (
         f"bridge-stg demo --train --minutes {a['minutes']:g} --seed {a['seed']}"
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"
@@ -349,7 +360,7 @@ def write_demo_model_card(
         f"Seed {a['seed']}; {summary['steps']} steps of batch {a['batch_size']} ({summary['train_minutes']:.1f} min of training,"
         f" {summary['wall_minutes']:.1f} min wall) on {platform.machine()} with {a['num_threads']} torch thread(s),"
         f" {os.cpu_count()} cores shared with concurrent work; AdamW lr {a['learning_rate']:g}, warm-up"
-        f" {a['warmup_steps']} steps then cosine over the time budget. Training clips: stream {TRAIN_STREAM} of"
+        f" {a['warmup_steps']} steps then cosine over {schedule}. Training clips: stream {TRAIN_STREAM} of"
         f" `default_rng([{DEMO_SEED_ROOT}, stream, seed, index])`; held-out curve: stream {VALIDATION_STREAM};"
         f" `bridge-stg demo` tests on stream {TEST_STREAM} (never trained on).", "",
         "## Held-out learning curve (tubedetr protocol, "
@@ -376,7 +387,7 @@ def write_demo_model_card(
 
 
 __all__ = [
-    "DEMO_SEED_ROOT", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
     "ground_clips", "trivial_baseline_rows", "evaluate_clips", "train_demo", "write_demo_model_card",
 ]
