@@ -39,7 +39,9 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 #: full-match regex over module names: the LLM's projections only (not the vision tower, not the decoder)
 LORA_TARGET_REGEX = r"mllm\..*language_model\..*\.(?:" + "|".join(LORA_TARGETS) + r")"
 COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive", "loss_span")
-SPAN_SOURCES = ("text", "frame", "relevance_fallback")
+#: where a predicted span came from (``GroundingOutput.span_source``): decoupled text / frame heads, the relevance
+#: fallback when the text did not parse, and the coupled baseline's parses (``unparsable``: an empty tube)
+SPAN_SOURCES = ("text", "frame", "relevance_fallback", "coupled", "coupled_boxes", "coupled_no_boxes", "unparsable")
 #: order of the arrays ``BridgeSTGTrainer.prediction_step`` returns (what ``make_compute_metrics`` reads)
 #: (the label_ids are the sampled ``frame_ids`` (B, F), −1 / −100 padding)
 PREDICTION_FIELDS = ("pred_span_seconds", "pred_span_frames", "pred_boxes", "pred_scores", "decoded_frame_mask",
@@ -447,7 +449,9 @@ def make_compute_metrics(
     frame ids) are turned into pixel tubes by ``processor.post_process_grounding`` with metadata rebuilt from the reference rows
     (``fps``, ``width``, ``height``, segment; note: the row's ``fps`` is taken as the video's) and the sampled
     frame ids of the batch, then scored with ``compute_stvg_metrics`` (``tubedetr`` when every fps allows,
-    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …); the
+    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …) plus
+    ``span_source/<name>``: how many queries got their span from each source (``SPAN_SOURCES``; e.g. the coupled
+    baseline's ``unparsable`` generations, which are scored as empty tubes); the
     function's ``last_result`` attribute keeps the full result dict of its latest call (the format of
     ``bridge-stg evaluate --json``, e.g. for a model card).
     """
@@ -498,7 +502,13 @@ def make_compute_metrics(
         scored = [(r, p) for r, p in zip(refs, rows) if r.get("task", "stvg") == "stvg"]
         result = compute_stvg_metrics([r for r, _ in scored], [p for _, p in scored], protocol=proto, **metric_kwargs)
         compute_metrics.last_result = result  # the full result dict (``bridge-stg evaluate --json`` format)
-        return flatten_results(result)
+        flat = flatten_results(result)
+        # how many spans each source produced (e.g. the coupled baseline's unparsable generations), counted
+        for name in SPAN_SOURCES:
+            n_src = sum(1 for src in outputs["span_source"] if src == name)
+            if n_src:
+                flat[f"span_source/{name}"] = float(n_src)
+        return flat
 
     compute_metrics.last_result = None
     return compute_metrics
