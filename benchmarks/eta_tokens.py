@@ -42,7 +42,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,8 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdp
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 from bridge_stg.processing.demo_training import DemoModelArguments, build_demo_model
+
+from _common import machine  # benchmarks/ is on sys.path when a script runs
 
 VIDSTG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "vidstg"
 FALLBACK_SPAN_FRACTION = 0.40
@@ -85,17 +86,6 @@ def vidstg_span_fraction() -> tuple[float, str]:
     return p, f"VidSTG val+test annotations ({int(w.sum())} queries, {len(fractions)} entries), per-query mean"
 
 
-def machine() -> str:
-    """CPU model and core count (the machine is shared: see the load averages)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cpus, no GPU, {platform.system()} {platform.release()}"
 
 
 def span_mask(frame_mask: torch.Tensor, fraction: float) -> torch.Tensor:

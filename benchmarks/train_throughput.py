@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,18 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def machine() -> str:
-    """CPU model and core count (the machine is shared: see the load averages)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cpus, no GPU, {platform.system()} {platform.release()}"
+from _common import machine  # benchmarks/ is on sys.path when a script runs
 
 
 def max_rss_mb() -> float:
