@@ -167,3 +167,17 @@ def test_coupled_ground_parses_a_forced_answer(coupled, monkeypatch) -> None:
     g = model.ground(**{k: v for k, v in inf.items() if isinstance(v, torch.Tensor)}, tokenizer=tok)
     assert g.span_source == ["unparsable"] and g.num_malformed[0] >= 1 and not g.decoded_frame_mask.any()
     assert processor.post_process_grounding(g, inf.video_metadata)[0]["boxes"] == []
+
+
+@pytest.mark.parametrize("which", ["compact", "qwen"])
+def test_default_generation_budget_fits_a_full_answer(which, compact_tokenizer, qwen_tokenizer) -> None:
+    """The coupled model's default budget (config.max_new_tokens + COUPLED_TOKENS_PER_FRAME per sampled frame)
+    holds a worst-case well-formed answer: 64 frames up to 31.5 s, every box with 4-digit coordinates."""
+    from bridge_stg.modeling_bridge_stg import COUPLED_TOKENS_PER_FRAME
+
+    tok = compact_tokenizer if which == "compact" else qwen_tokenizer
+    processor = BridgeSTGProcessor(tokenizer=tok, num_bridge_queries=4, grounding_mode="coupled")
+    ts = [i * 0.5 for i in range(64)]
+    answer = processor.format_coupled_answer(10.5, 31.5, ts, [[0.5, 0.5, 1.0, 1.0]] * 64)
+    n = len(tok(answer, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
+    assert n <= BridgeSTGConfig().max_new_tokens + COUPLED_TOKENS_PER_FRAME * 64, n

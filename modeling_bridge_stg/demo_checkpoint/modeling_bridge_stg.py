@@ -29,6 +29,10 @@ from .processing_bridge_stg import BridgeSTGProcessor, parse_coupled_answer
 
 logger = logging.get_logger(__name__)
 
+#: generation budget per sampled frame of the coupled baseline: a box line such as "<12.5s>: (1000,1000,1000,1000)"
+#: takes up to 28 tokens with the Qwen tokenizer and 31 with the compact one (digits are single tokens)
+COUPLED_TOKENS_PER_FRAME = 36
+
 TASK_IDS = {"stvg": 0, "tvg": 1, "rec": 2}
 
 
@@ -821,7 +825,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         B, Fmax = frame_mask.shape
         text_cfg = cfg.mllm_config.get_text_config()
         im_end = int(text_cfg.eos_token_id[0] if isinstance(text_cfg.eos_token_id, list) else text_cfg.eos_token_id)
-        budget = max_new_tokens or (cfg.max_new_tokens + 16 * Fmax)
+        budget = max_new_tokens or (cfg.max_new_tokens + COUPLED_TOKENS_PER_FRAME * Fmax)
         extra = {"min_new_tokens": int(min_new_tokens)} if min_new_tokens else {}
         gen = self.mllm.generate(
             input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
@@ -969,7 +973,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             span_source: override `config.span_source` (`"text"` or `"frame"`).
 
         Coupled baseline (`config.grounding_mode="coupled"`): generates the span and the per-frame boxes as text
-        (budget `max_new_tokens` or `config.max_new_tokens + 16 * F`; `min_new_tokens=` in kwargs forces a
+        (budget `max_new_tokens` or `config.max_new_tokens + COUPLED_TOKENS_PER_FRAME * F`; `min_new_tokens=` in kwargs forces a
         length, for latency benchmarks) and parses them with `parse_coupled_answer`.
         """
         cfg = self.config
