@@ -61,6 +61,7 @@ setup(
     packages=[
         "bridge_stg",
         "bridge_stg.processing",
+        "bridge_stg.training",
         "bridge_stg.evaluation",
         "bridge_stg.evaluation.stvg",
         "bridge_stg.commands",
@@ -69,6 +70,7 @@ setup(
     package_dir={
         "bridge_stg": "modeling_bridge_stg",
         "bridge_stg.processing": "processing",
+        "bridge_stg.training": "training",
         "bridge_stg.evaluation": "evaluation",
         "bridge_stg.evaluation.stvg": "evaluation/stvg",
         "bridge_stg.commands": "commands",

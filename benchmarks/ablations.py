@@ -5,7 +5,7 @@ text-box baseline; same data, same number of optimizer steps, same seeds, same t
                                    [--num-test-clips 200] [--threads 1] [--jobs 2] [--out-dir DIR] [--resume]
                                    [--report-only]
 
-Every run is :func:`bridge_stg.processing.demo_training.train_demo` (the recipe of ``bridge-stg demo --train``:
+Every run is :func:`bridge_stg.training.demo.train_demo` (the recipe of ``bridge-stg demo --train``:
 same model sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run's seed) with one
 change to the ``BridgeSTGConfig`` (``DemoModelArguments.config_overrides``):
 
@@ -94,8 +94,9 @@ def run_one(variant: str, seed: int, steps: int, num_test_clips: int, threads: i
 
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
     from bridge_stg.evaluation import compute_stvg_metrics
-    from bridge_stg.processing.demo_training import (
-        TEST_STREAM, DemoModelArguments, DemoTrainingArguments, ground_clips, reference_rows, render_clips, train_demo,
+    from bridge_stg.training.predict import predict_clips
+    from bridge_stg.training.demo import (
+        TEST_STREAM, DemoModelArguments, DemoTrainingArguments, reference_rows, render_clips, train_demo,
     )
 
     torch.set_num_threads(threads)
@@ -117,7 +118,7 @@ def run_one(variant: str, seed: int, steps: int, num_test_clips: int, threads: i
         meta = processor(videos=[c.frames for c in clips[:1]], text=[clips[0].query], video_fps=[clips[0].fps]).video_metadata
         budget = coupled_token_budget(processor, meta)
     e0 = time.perf_counter()
-    rows, raw = ground_clips(model, processor, clips, "test", progress=False, max_new_tokens=budget)
+    rows, raw = predict_clips(model, processor, clips, "test", progress=False, max_new_tokens=budget)
     result = compute_stvg_metrics(reference_rows(clips, "test"), rows, protocol="tubedetr")
     out: dict[str, Any] = {
         "variant": variant, "seed": seed, "config_overrides": VARIANTS[variant], "steps": summary["steps"],

@@ -2,7 +2,7 @@
 
     python benchmarks/demo_sweep.py [--quick] [--minutes 5] [--seed 0] [--threads 1] [--variants base,h64,lr2e-3]
 
-Every variant runs :func:`bridge_stg.processing.demo_training.train_demo` (the recipe of
+Every variant runs :func:`bridge_stg.training.demo.train_demo` (the recipe of
 ``bridge-stg demo --train``) from scratch into a temporary folder with the same wall-clock budget and seed,
 and reports its held-out learning curve (tubedetr protocol, the validation stream, never the demo's test
 stream) plus steps/second. Prints one line per variant and, as the last line of stdout, one JSON object
@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
-from bridge_stg.processing.demo_training import DemoModelArguments, DemoTrainingArguments, train_demo
+from bridge_stg.training.demo import DemoModelArguments, DemoTrainingArguments, train_demo
 
 #: name -> (model overrides, training overrides)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

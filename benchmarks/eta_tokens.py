@@ -53,7 +53,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_flop_count
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-from bridge_stg.processing.demo_training import DemoModelArguments, build_demo_model
+from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
 from _common import machine  # benchmarks/ is on sys.path when a script runs
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-from bridge_stg.processing.demo_training import DemoModelArguments, build_demo_model
+from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
 
 def build_pair(frames: int, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGForVideoGrounding, BridgeSTGProcessor, BridgeSTGProcessor]:

@@ -56,7 +56,7 @@ def worker(threads: int, steps: int, warmup: int, seed: int) -> dict[str, Any]:
     """Train the demo model for ``warmup + steps`` steps with ``threads`` torch threads; timings and memory."""
     import torch
 
-    from bridge_stg.processing.demo_training import (
+    from bridge_stg.training.demo import (
         TRAIN_STREAM, DemoModelArguments, DemoTrainingArguments, build_demo_model, render_clips, training_batch,
     )
 

@@ -1,19 +1,5 @@
-"""The ``bridge-stg`` command line. Each subcommand lives in its own module with a ``main(argv)``.
+"""The ``bridge-stg`` command line: one module per subcommand, each with a ``main(argv) -> int``.
 
-``bridge_stg.commands.demo_checkpoint_path()`` gives the folder of the shipped demo checkpoint (imported
-lazily, so that ``bridge-stg --help`` does not import torch).
+These modules are front-ends only (argument parsing, messages, exit codes); what they run lives in the
+library (``bridge_stg``, ``bridge_stg.processing``, ``bridge_stg.training``, ``bridge_stg.evaluation``).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["demo_checkpoint_path"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "demo_checkpoint_path":
-        from ._assets import demo_checkpoint_path
-
-        return demo_checkpoint_path
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,9 +15,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bridge_stg.commands.demo", "ground fresh synthetic clips with the shipped tiny checkpoint and score them"),
     "ground": ("bridge_stg.commands.ground", "ground a sentence in a video; print the tube, write an annotated video"),
     "train": ("bridge_stg.commands.train", "fine-tune Bridge-STG with transformers.Trainer from a recipe (YAML/JSON) plus overrides"),
-    "evaluate": ("bridge_stg.evaluation.cli", "score predictions against references with the exact STVG metrics"),
-    "convert": ("bridge_stg.processing.convert_cli", "convert VidSTG / TubeDETR / HC-STVG / TVG / REC annotations to a datasets folder"),
-    "synth": ("bridge_stg.processing.synthetic_cli", "write the synthetic STVG benchmark (mp4 clips + exact boxes)"),
+    "evaluate": ("bridge_stg.commands.evaluate", "score predictions against references with the exact STVG metrics"),
+    "convert": ("bridge_stg.commands.convert", "convert VidSTG / TubeDETR / HC-STVG / TVG / REC annotations to a datasets folder"),
+    "synth": ("bridge_stg.commands.synth", "write the synthetic STVG benchmark (mp4 clips + exact boxes)"),
     "version": ("bridge_stg.commands.version", "print the versions of bridge-stg and its main dependencies"),
 }
 

@@ -1,14 +1,14 @@
 """``bridge-stg demo``: the package's main job on an embedded default.
 
 Without ``--train`` (a couple of minutes on 2 CPU cores): render fresh synthetic test clips from the demo's
-test stream (never used in training, see :mod:`bridge_stg.processing.demo_training`), ground them with the
+test stream (never used in training, see :mod:`bridge_stg.training.demo`), ground them with the
 shipped tiny checkpoint, score them with the exact STVG metric (``DIR/metrics.json``, the JSON of
 ``bridge-stg evaluate --json``), score a trivial baseline the same way (``DIR/baseline_metrics.json``),
 copy the checkpoint to ``DIR/checkpoint/`` (loadable by ``pipeline("video-grounding")``), ground one clip
 with that pipeline into ``DIR/example.json`` and an annotated ``DIR/example.mp4``, and print a summary.
 
 With ``--train``: train the demo checkpoint from scratch (``--max-steps``, ``--minutes``, ``--seed``,
-``--output-dir``); see :func:`bridge_stg.processing.demo_training.train_demo`. The defaults are the shipped
+``--output-dir``); see :func:`bridge_stg.training.demo.train_demo`. The defaults are the shipped
 checkpoint's recipe: 4551 steps with a step-based learning-rate schedule (``--minutes`` is only a cap), so with
 ``--seed 0 --threads 1`` the run is deterministic and gives the shipped weights (about an hour on 2 cores).
 ``--max-steps 0`` trains for ``--minutes`` instead, with the schedule following the clock.
@@ -25,92 +25,12 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
-
-#: the shipped checkpoint folder (``bridge_stg/demo_checkpoint``)
-DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "demo_checkpoint"
-if not DEMO_CHECKPOINT.is_dir():  # editable install: commands/ and modeling_bridge_stg/ are sibling folders
-    DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "modeling_bridge_stg" / "demo_checkpoint"
-
-PRED_COLOUR = (255, 40, 40)
-GT_COLOUR = (40, 255, 40)
-
-
-def shipped_checkpoint() -> Path:
-    """Path of the checkpoint shipped in the package (``bridge_stg/demo_checkpoint``)."""
-    import bridge_stg
-
-    path = Path(bridge_stg.__file__).resolve().parent / "demo_checkpoint"
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"the demo checkpoint is missing from the installed package ({path}); "
-                                "train one with `bridge-stg demo --train` and pass --checkpoint")
-    return path
-
-
-def draw_box(frame: np.ndarray, box: Sequence[float], colour: tuple[int, int, int], thickness: int = 2) -> None:
-    """Draw the outline of ``box`` ``[x1, y1, x2, y2]`` (pixels, exclusive right/bottom) on ``frame`` in place."""
-    h, w = frame.shape[:2]
-    x1, y1 = int(np.clip(round(box[0]), 0, w - 1)), int(np.clip(round(box[1]), 0, h - 1))
-    x2, y2 = int(np.clip(round(box[2]) - 1, 0, w - 1)), int(np.clip(round(box[3]) - 1, 0, h - 1))
-    if x2 < x1 or y2 < y1:
-        return
-    c = np.asarray(colour, dtype=np.uint8)
-    t = max(1, thickness)
-    frame[y1: min(y1 + t, y2 + 1), x1: x2 + 1] = c
-    frame[max(y2 - t + 1, y1): y2 + 1, x1: x2 + 1] = c
-    frame[y1: y2 + 1, x1: min(x1 + t, x2 + 1)] = c
-    frame[y1: y2 + 1, max(x2 - t + 1, x1): x2 + 1] = c
-
-
-def annotate_frames(
-    frames: np.ndarray, pred_tube: dict[int, Sequence[float]], gt_tube: dict[int, Sequence[float]] | None = None,
-    span: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """A copy of ``frames`` with the predicted tube (red; boxes interpolated between tube frames inside the
-    predicted span), the ground-truth tube (green, thin) and a red bar at the top during the predicted span."""
-    out = frames.copy()
-    keys = sorted(pred_tube)
-    if keys:
-        kf = np.asarray(keys, dtype=np.float64)
-        kb = np.asarray([pred_tube[k] for k in keys], dtype=np.float64)
-    for f in range(out.shape[0]):
-        if gt_tube and f in gt_tube:
-            draw_box(out[f], gt_tube[f], GT_COLOUR, thickness=1)
-        if span is not None and span[0] <= f < span[1]:
-            out[f, :3] = np.asarray(PRED_COLOUR, dtype=np.uint8)
-            if keys:
-                box = [float(np.interp(f, kf, kb[:, c])) for c in range(4)]
-                draw_box(out[f], box, PRED_COLOUR, thickness=2)
-    return out
-
-
-def write_example_video(src: Path, dst: Path, result: dict[str, Any], clip: Any, progress: bool = True) -> str:
-    """Write the annotated example video; return which writer drew it.
-
-    Uses ``bridge_stg.commands.annotate.write_annotated_video`` (the ``bridge-stg ground`` writer: boxes, query
-    text, timeline) when that module is importable; otherwise (older checkouts without it) draws the predicted
-    tube in red and the ground truth in green with :func:`annotate_frames`, and logs that it did so.
-    """
-    from bridge_stg.processing.synthetic import write_mp4
-
-    try:
-        from bridge_stg.commands.annotate import write_annotated_video
-    except ImportError as exc:
-        logger.warning(f"bridge_stg.commands.annotate is not importable ({exc}); drawing example.mp4 with the demo's own writer")
-        pred_tube = {int(t["frame"]): [t["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for t in result["tube"]}
-        gt_tube = {int(f): list(b) for f, b in zip(clip.frame_ids, clip.boxes)}
-        span = (int(result["span"]["start_frame"]), int(result["span"]["end_frame"]))
-        write_mp4(dst, annotate_frames(clip.frames, pred_tube, gt_tube, span), clip.fps)
-        return "demo"
-    write_annotated_video(src, [result], dst, progress=progress)
-    return "annotate"
-
 
 def _summary_table(model_res: dict[str, Any], base_res: dict[str, Any]) -> str:
     keys = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "m_sIoU")
@@ -132,8 +52,10 @@ def run_demo(
     import bridge_stg  # noqa: F401  (registers the model and the "video-grounding" pipeline)
     from bridge_stg import BridgeSTGProcessor
     from bridge_stg.evaluation import compute_stvg_metrics
-    from bridge_stg.processing.demo_training import (
-        TEST_STREAM, ground_clips, reference_rows, render_clips, trivial_baseline_rows,
+    from bridge_stg.evaluation.visualize import write_annotated_video
+    from bridge_stg.training.predict import predict_clips
+    from bridge_stg.training.demo import (
+        TEST_STREAM, demo_checkpoint_path, reference_rows, render_clips, trivial_baseline_rows,
     )
     from bridge_stg.processing.synthetic import write_mp4
 
@@ -143,7 +65,7 @@ def run_demo(
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(checkpoint) if checkpoint is not None else shipped_checkpoint()
+    ckpt = Path(checkpoint) if checkpoint is not None else Path(demo_checkpoint_path())
     model = AutoModel.from_pretrained(ckpt)
     processor = BridgeSTGProcessor.from_pretrained(ckpt)
     model.eval()
@@ -151,7 +73,7 @@ def run_demo(
     clips = [c for c in tqdm((render_clips(TEST_STREAM, seed, i, 1)[0] for i in range(num_clips)), total=num_clips,
                              desc="rendering test clips", disable=not progress)]
     refs = reference_rows(clips, "test")
-    preds, _ = ground_clips(model, processor, clips, "test", progress=progress, desc="grounding test clips")
+    preds, _ = predict_clips(model, processor, clips, "test", progress=progress, desc="grounding test clips")
     result = compute_stvg_metrics(refs, preds, protocol="tubedetr")
     baseline = compute_stvg_metrics(refs, trivial_baseline_rows(clips, "test"), protocol="tubedetr")
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -176,7 +98,7 @@ def run_demo(
         res = grounder(str(out / "example_input.mp4"), text=clip.query)
         bar.update(1)
     span = (int(res["span"]["start_frame"]), int(res["span"]["end_frame"]))
-    write_example_video(out / "example_input.mp4", out / "example.mp4", res, clip, progress=progress)
+    write_annotated_video(out / "example_input.mp4", [res], out / "example.mp4", progress=progress)
     example = {
         "query": clip.query, "fps": clip.fps, "num_frames": clip.num_frames, "width": clip.width, "height": clip.height,
         "prediction": res, "ground_truth": {"span": {"start_frame": clip.tube_start, "end_frame": clip.tube_end},
@@ -197,7 +119,7 @@ def run_demo(
 
 
 def main(argv: list[str]) -> int:
-    from bridge_stg.processing.demo_training import DEMO_RECIPE_MINUTES_CAP, DEMO_RECIPE_STEPS
+    from bridge_stg.training.demo import DEMO_RECIPE_MINUTES_CAP, DEMO_RECIPE_STEPS
 
     parser = argparse.ArgumentParser(
         prog="bridge-stg demo",
@@ -226,7 +148,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--max-steps: must be >= 0, got {args.max_steps}")
     progress = not args.no_progress
     if args.train:
-        from bridge_stg.processing.demo_training import DemoTrainingArguments, train_demo
+        from bridge_stg.training.demo import DemoTrainingArguments, train_demo
 
         targs = DemoTrainingArguments(
             output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps or None,

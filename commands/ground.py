@@ -60,7 +60,7 @@ def _resolve_model(path: str | None) -> tuple[str, bool]:
     from bridge_stg.errors_bridge_stg import BridgeSTGError
 
     if path is None:
-        from ._assets import demo_checkpoint_path
+        from bridge_stg.training.demo import demo_checkpoint_path
 
         return demo_checkpoint_path(), True
     if not os.path.isdir(path):
@@ -69,7 +69,7 @@ def _resolve_model(path: str | None) -> tuple[str, bool]:
         raise BridgeSTGError(f"{path}: not a checkpoint folder (no config.json)")
     if not os.path.isfile(os.path.join(path, "processor_config.json")):
         raise BridgeSTGError(
-            f"{path}: the checkpoint has no processor_config.json (save it with bridge_stg.hub_bridge_stg.save_for_hub)"
+            f"{path}: the checkpoint has no processor_config.json (save it with bridge_stg.model_cards.hub.save_for_hub)"
         )
     return path, False
 
@@ -171,7 +171,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
             json.dump(payload, fh, indent=2)
         print(f"wrote {args.json}")
     if args.output is not None:
-        from .annotate import write_annotated_video
+        from bridge_stg.evaluation.visualize import write_annotated_video
 
         info = write_annotated_video(video, results, args.output, progress=args.progress)
         print(f"wrote {info['output']} ({info['frames']} frames, {info['width']}x{info['height']})")

@@ -7,7 +7,7 @@ Usage (from the repository root, once the demo checkpoint exists in ``modeling_b
 
 The clip is rendered in memory by ``bridge_stg.processing.synthetic`` (the demo checkpoint knows only such
 synthetic shapes), grounded with the ``video-grounding`` pipeline, and the predicted tube frame nearest to
-the middle of the predicted span is drawn with ``bridge_stg.commands.annotate.annotate_frame`` (box, query,
+the middle of the predicted span is drawn with ``bridge_stg.evaluation.visualize.annotate_frame`` (box, query,
 timeline), enlarged 3x (nearest neighbour) and saved as PNG. The query, span and frame are printed.
 """
 
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=3, help="enlargement factor of the saved frame (default 3)")
     args = parser.parse_args(argv)
 
-    from bridge_stg.commands import demo_checkpoint_path
-    from bridge_stg.commands.annotate import annotate_frame
+    from bridge_stg.training.demo import demo_checkpoint_path
+    from bridge_stg.evaluation.visualize import annotate_frame
     from bridge_stg.commands.ground import load_grounder
     from bridge_stg.errors_bridge_stg import BridgeSTGError
     from bridge_stg.processing.synthetic import render_synthetic_clip

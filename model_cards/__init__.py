@@ -1,6 +1,6 @@
-"""Model card templates of Bridge-STG checkpoints (package data ``bridge_stg.model_cards``).
+"""Model cards and Hub-ready checkpoint folders (package data ``bridge_stg.model_cards``).
 
-The templates are the ``*.md`` files of this folder; read them with
-:func:`bridge_stg.commands._assets.model_card_template` and fill them with
-:func:`bridge_stg.hub_bridge_stg.save_for_hub`.
+The card templates are the ``*.md`` files of this folder. :func:`bridge_stg.model_cards.hub.save_for_hub`
+fills them from the config and the metrics, and writes a complete checkpoint folder (weights, processor,
+remote code, pipeline registration, card).
 """

@@ -35,6 +35,10 @@ class PredictionError(BridgeSTGError):
     """Malformed predictions given to the evaluator (unknown / duplicate ids, NaN boxes, inverted spans)."""
 
 
+class MissingAssetError(BridgeSTGError, FileNotFoundError):
+    """A file that ships with the package (the demo checkpoint, a model card template) is not installed."""
+
+
 __all__ = [
     "BridgeSTGError",
     "VideoDecodeError",
@@ -43,4 +47,5 @@ __all__ = [
     "AnnotationError",
     "UnsafePathError",
     "PredictionError",
+    "MissingAssetError",
 ]

@@ -453,7 +453,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
     ```python
     >>> import torch
     >>> from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-    >>> from bridge_stg.processing.tiny import tiny_mllm_config, tiny_bridge_kwargs
+    >>> from bridge_stg.training.tiny import tiny_mllm_config, tiny_bridge_kwargs
     >>> from bridge_stg.processing.tokenizer import build_compact_tokenizer, bridge_token_ids
     >>> tok = build_compact_tokenizer(num_bridge_queries=4)
     >>> config = BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", tok),

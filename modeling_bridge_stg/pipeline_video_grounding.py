@@ -1,7 +1,7 @@
 """The ``video-grounding`` pipeline: a video and one or several sentences -> when (span) and where (tube).
 
 Self-contained remote code: imports only torch, numpy, transformers and sibling files (relatively), so a
-checkpoint folder saved with :func:`bridge_stg.hub_bridge_stg.save_for_hub` carries it and
+checkpoint folder saved with :func:`bridge_stg.model_cards.hub.save_for_hub` carries it and
 ``pipeline("video-grounding", model=folder, trust_remote_code=True)`` runs without the package.
 
 ```python
@@ -95,7 +95,7 @@ class VideoGroundingPipeline(Pipeline):
         raise ValueError(
             f"video-grounding: no processor given and none saved with the model ({source or 'model object'}). "
             "Pass processor=BridgeSTGProcessor(...), or load a folder written by "
-            "bridge_stg.hub_bridge_stg.save_for_hub (Pipeline.save_pretrained does not save the processor)."
+            "bridge_stg.model_cards.hub.save_for_hub (Pipeline.save_pretrained does not save the processor)."
         )
 
     # ------------------------------------------------------------------------------------------- parameters

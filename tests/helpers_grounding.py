@@ -10,7 +10,7 @@ import torch
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 from bridge_stg.processing.synthetic import SyntheticClip, SyntheticSpec, render_synthetic_clip, write_mp4
-from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge_stg.processing.demo_training import DemoModelArguments, build_demo_model
+from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

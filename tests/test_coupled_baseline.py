@@ -9,7 +9,7 @@ import torch
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 from bridge_stg.processing_bridge_stg import parse_coupled_answer
 from bridge_stg.processing.synthetic import render_synthetic_clip
-from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids, build_compact_tokenizer
 
 TS = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]

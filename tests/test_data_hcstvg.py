@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bridge_stg.errors_bridge_stg import AnnotationError, UnsafePathError
-from bridge_stg.processing.convert_cli import main as convert_main
+from bridge_stg.commands.convert import main as convert_main
 from bridge_stg.processing.hcstvg import convert_hcstvg
 
 V1 = {

@@ -19,7 +19,7 @@ from bridge_stg.processing.synthetic import (
     write_mp4,
     write_synthetic_dataset,
 )
-from bridge_stg.processing.synthetic_cli import main as synth_main
+from bridge_stg.commands.synth import main as synth_main
 
 
 def _decode(path) -> np.ndarray:

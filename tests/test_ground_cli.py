@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from bridge_stg.commands import cli
-from bridge_stg.commands.annotate import GAP, ROW, annotate_frame, box_at
-from bridge_stg.hub_bridge_stg import save_for_hub
+from bridge_stg.evaluation.visualize import GAP, ROW, annotate_frame, box_at
+from bridge_stg.model_cards.hub import save_for_hub
 from helpers_grounding import check_result, synthetic_clip, tiny_model_and_processor
 
 
@@ -118,9 +118,9 @@ def test_errors_are_one_line_with_exit_code_2(case, checkpoint, clip_file, tmp_p
 
 def test_without_model_uses_the_demo_checkpoint_and_says_so(checkpoint, clip_file, monkeypatch, capsys):
     path, clip = clip_file
-    from bridge_stg.commands import _assets
+    from bridge_stg.training import demo
 
-    monkeypatch.setattr(_assets, "demo_checkpoint_path", lambda: checkpoint)
+    monkeypatch.setattr(demo, "demo_checkpoint_path", lambda: checkpoint)
     assert cli.main(["ground", path, clip.query, "--no_progress"]) == 0
     captured = capsys.readouterr()
     assert "demo checkpoint" in captured.err and "synthetic shapes only" in captured.err
@@ -128,12 +128,13 @@ def test_without_model_uses_the_demo_checkpoint_and_says_so(checkpoint, clip_fil
 
 
 def test_without_model_and_without_demo_is_a_clear_error(clip_file, monkeypatch, capsys):
-    from bridge_stg.commands import _assets
+    from bridge_stg.errors_bridge_stg import MissingAssetError
+    from bridge_stg.training import demo
 
     def missing():
-        raise _assets.MissingAssetError("the demo checkpoint is not installed (x); pass --model DIR")
+        raise MissingAssetError("the demo checkpoint is not installed (x); pass --model DIR")
 
-    monkeypatch.setattr(_assets, "demo_checkpoint_path", missing)
+    monkeypatch.setattr(demo, "demo_checkpoint_path", missing)
     assert cli.main(["ground", clip_file[0], "the square", "--no_progress"]) == 2
     assert "demo checkpoint is not installed" in _one_error_line(capsys)
 

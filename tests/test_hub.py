@@ -15,8 +15,10 @@ import pytest
 from huggingface_hub import ModelCard
 from transformers import pipeline
 
-from bridge_stg.commands._assets import MissingAssetError, demo_checkpoint_path, model_card_template
-from bridge_stg.hub_bridge_stg import REMOTE_CODE_FILES, fill_template, save_for_hub
+from bridge_stg.errors_bridge_stg import MissingAssetError
+from bridge_stg.model_cards.hub import model_card_template
+from bridge_stg.training.demo import demo_checkpoint_path
+from bridge_stg.model_cards.hub import REMOTE_CODE_FILES, fill_template, save_for_hub
 from helpers_grounding import check_result, synthetic_clip, tiny_model_and_processor
 
 METRICS = {

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids
 
 BACKBONES = ["qwen2_5_vl", "qwen3_vl"]

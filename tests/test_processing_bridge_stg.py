@@ -252,7 +252,7 @@ def test_decoded_video_input(processor, clip):
 
 # ------------------------------------------------------------------------------------------ save / load
 def _save(tmp_path, processor, tokenizer, remote: bool) -> str:
-    from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+    from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 
     config = BridgeSTGConfig(
         mllm_config=tiny_mllm_config("qwen2_5_vl", tokenizer), bridge_token_ids=processor.bridge_token_ids,

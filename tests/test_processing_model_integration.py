@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bridge_stg import BridgeSTGConfig
-from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing_bridge_stg import BridgeSTGProcessor
 
 from helpers_video import write_index_video

@@ -16,6 +16,7 @@ import torch
 
 from bridge_stg.commands import train as train_cmd
 from bridge_stg.commands.train import RecipeError, load_recipe, parse_args
+from bridge_stg.training.recipe import state_digest, upcast_trainable_parameters
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +155,7 @@ def test_train_from_mllm_folder_and_lora(synth, tmp_path, qwen_tokenizer, capsys
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     from bridge_stg import BridgeSTGForVideoGrounding
-    from bridge_stg.processing.tiny import tiny_mllm_config
+    from bridge_stg.training.tiny import tiny_mllm_config
 
     base = tmp_path / "qwen_tiny"
     torch.manual_seed(0)
@@ -207,7 +208,7 @@ def test_ddp_two_processes_gloo(synth, tmp_path) -> None:
     digests = {(out / "audit" / f"weights_rank{r}.sha256").read_text().strip() for r in (0, 1)}
     assert len(digests) == 1  # identical weights on both ranks
     saved = BridgeSTGForVideoGrounding.from_pretrained(out)
-    assert train_cmd.state_digest(saved) == digests.pop()  # ... and they are the published checkpoint's
+    assert state_digest(saved) == digests.pop()  # ... and they are the published checkpoint's
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -246,7 +247,7 @@ def test_bf16_weights_train_with_float32_trainables(synth, tmp_path, capsys) -> 
 
     m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)).to(torch.bfloat16)
     m[0].requires_grad_(False)
-    assert train_cmd.upcast_trainable_parameters(m) == 6
+    assert upcast_trainable_parameters(m) == 6
     assert m[0].weight.dtype == torch.bfloat16 and m[1].weight.dtype == torch.float32
 
 

@@ -17,18 +17,15 @@ from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGPro
 from bridge_stg.evaluation import compute_stvg_metrics, flatten_results
 from bridge_stg.processing.collator import BridgeSTGDataCollator
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
-from bridge_stg.processing.tiny import tiny_bridge_kwargs, tiny_mllm_config
-from bridge_stg.processing.training import (
-    COMPONENT_LOSSES,
-    BridgeSTGTrainer,
-    apply_lora,
-    build_optimizer_param_groups,
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
+from bridge_stg.training.lora import apply_lora, freeze_vision_encoder
+from bridge_stg.training.predict import (
     evaluate_grounding,
-    freeze_vision_encoder,
     make_compute_metrics,
     predict_grounding,
     results_to_prediction_rows,
 )
+from bridge_stg.training.trainer import COMPONENT_LOSSES, BridgeSTGTrainer, build_optimizer_param_groups
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from transformers import HfArgumentParser
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
-from .synthetic import SyntheticSpec, write_synthetic_dataset
+from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
 
 
 @dataclass

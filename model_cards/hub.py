@@ -1,7 +1,7 @@
 """Hub-ready checkpoint folders: model, processor, code, pipeline registration and model card in one call.
 
 ```python
->>> from bridge_stg.hub_bridge_stg import save_for_hub
+>>> from bridge_stg.model_cards.hub import save_for_hub
 >>> save_for_hub(model, processor, "bridge-stg-7b-vidstg", metrics="metrics.json",
 ...              card_kwargs={"model_id": "me/bridge-stg-7b-vidstg", "training_data": "VidSTG train split ..."})
 >>> from huggingface_hub import upload_folder
@@ -17,6 +17,7 @@ This module is a helper of the installed package, not remote code: it is never c
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -26,7 +27,8 @@ from typing import Any, Mapping, Sequence
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .pipeline_video_grounding import VideoGroundingPipeline
+from bridge_stg.errors_bridge_stg import MissingAssetError
+from bridge_stg.pipeline_video_grounding import VideoGroundingPipeline
 
 TASK = "video-grounding"
 REMOTE_CODE_FILES = (
@@ -38,12 +40,27 @@ REMOTE_CODE_FILES = (
     "errors_bridge_stg.py",
     "pipeline_video_grounding.py",
 )
+MODEL_CARD_TEMPLATES = ("template", "demo_checkpoint")
 METRIC_COLUMNS = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # --------------------------------------------------------------------------------------------- card text
+def model_card_template(name: str = "template") -> str:
+    """Text of a model card template of ``model_cards/`` (package data ``bridge_stg.model_cards``).
+
+    Args:
+        name: ``"template"`` (any checkpoint) or ``"demo_checkpoint"`` (the tiny synthetic-data demo).
+    """
+    if name not in MODEL_CARD_TEMPLATES:
+        raise ValueError(f"model card template: expected one of {MODEL_CARD_TEMPLATES}, got {name!r}")
+    res = importlib.resources.files("bridge_stg.model_cards").joinpath(f"{name}.md")
+    if not res.is_file():
+        raise MissingAssetError(f"model card template {name}.md is missing from bridge_stg.model_cards; reinstall bridge-stg")
+    return res.read_text(encoding="utf-8")
+
+
 def fill_template(template: str, values: Mapping[str, str]) -> str:
     """Replace every ``{{name}}`` of ``template``; raise ``ValueError`` naming any field without a value."""
     missing = sorted({m for m in _FIELD.findall(template) if m not in values})
@@ -193,8 +210,6 @@ def build_model_card(
 ) -> str:
     """The README.md text of a checkpoint folder (template of ``model_cards/`` filled from config + metrics)."""
     from huggingface_hub import ModelCardData
-
-    from bridge_stg.commands._assets import model_card_template
 
     kw = dict(card_kwargs or {})
     template_name = kw.pop("template", "template")
@@ -364,4 +379,4 @@ def save_for_hub(
     return str(out)
 
 
-__all__ = ["save_for_hub", "build_model_card", "verify_checkpoint_folder", "load_metrics", "fill_template"]
+__all__ = ["save_for_hub", "model_card_template", "build_model_card", "verify_checkpoint_folder", "load_metrics", "fill_template"]

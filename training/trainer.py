@@ -1,43 +1,30 @@
-"""Helpers to train and evaluate Bridge-STG with ``transformers.Trainer`` (METHOD §3.8–§3.10, HF_NOTES §11–§12).
+"""``transformers.Trainer`` for Bridge-STG (docs/method.md §3.8–§3.10, docs/hf_notes.md §11).
 
 * :func:`build_optimizer_param_groups`: AdamW groups, MLLM (``model.mllm``, LoRA adapters included) vs the
-  Bridge-STG modules (bridge, decoder, heads), no weight decay on norms, biases and other 0-/1-D tensors.
+  Bridge-STG modules (bridge, decoder), no weight decay on norms, biases and other 0-/1-D tensors.
 * :class:`BridgeSTGTrainer`: a ``Trainer`` with those two learning rates, per-component loss logging
   (``loss_lm`` … ``loss_span``), correct gradient-accumulation scaling, and an evaluation that runs the
-  real inference path (``model.ground``) for ``compute_metrics``. A plain ``Trainer`` works too (see below).
-* :func:`apply_lora`: PEFT LoRA on the LLM's q/k/v/o/gate/up/down only, bridge/decoder/heads trained in full.
-* :func:`freeze_vision_encoder`.
-* :func:`results_to_prediction_rows`, :func:`eval_frame_ids_for`, :func:`predict_grounding`,
-  :func:`evaluate_grounding`, :func:`make_compute_metrics`: predictions -> canonical prediction rows ->
-  :func:`bridge_stg.evaluation.compute_stvg_metrics`.
+  real inference path (``model.ground``) for ``compute_metrics`` (:func:`bridge_stg.training.predict.make_compute_metrics`).
 
-Trainer settings that matter (HF_NOTES §11): ``remove_unused_columns=False`` (the collator needs the
-row columns), ``use_cpu=True`` / ``report_to="none"`` on CPU. With a *plain* ``Trainer`` also note that
-the model's ``forward(**kwargs)`` makes Trainer believe the model normalises its loss by
-``num_items_in_batch``, so it stops dividing by ``gradient_accumulation_steps``: use
-:class:`BridgeSTGTrainer` (it fixes this) or ``gradient_accumulation_steps=1``.
+LoRA and freezing: :mod:`bridge_stg.training.lora`. Trainer settings that matter (docs/hf_notes.md §11):
+``remove_unused_columns=False`` (the collator needs the row columns), ``use_cpu=True`` / ``report_to="none"``
+on CPU. With a *plain* ``Trainer`` also note that the model's ``forward(**kwargs)`` makes Trainer believe the
+model normalises its loss by ``num_items_in_batch``, so it stops dividing by ``gradient_accumulation_steps``:
+use :class:`BridgeSTGTrainer` (it fixes this) or ``gradient_accumulation_steps=1``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer
-
-from bridge_stg.errors_bridge_stg import PredictionError
+from transformers import Trainer
 
 MLLM_ATTRIBUTE = "mllm"
 #: the model's non-MLLM submodules (unique names: PEFT matches ``modules_to_save`` by suffix, HF_NOTES §12)
 STG_MODULES = ("stg_bridge", "stg_decoder", "stg_heads")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: full-match regex over module names: the LLM's projections only (not the vision tower, not the decoder)
-LORA_TARGET_REGEX = r"mllm\..*language_model\..*\.(?:" + "|".join(LORA_TARGETS) + r")"
 COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive", "loss_span")
 #: where a predicted span came from (``GroundingOutput.span_source``): decoupled text / frame heads, the relevance
 #: fallback when the text did not parse, and the coupled baseline's parses (``unparsable``: an empty tube)
@@ -114,63 +101,6 @@ def build_optimizer_param_groups(
          "name": name}
         for name, params in groups.items() if params
     ]
-
-
-def freeze_vision_encoder(model: nn.Module) -> int:
-    """Freeze the MLLM's vision encoder and merger (``model.mllm.model.visual``, METHOD §3.10).
-
-    Returns the number of parameters frozen. Raises ``ValueError`` when the model has no vision tower there.
-    """
-    base = unwrap_bridge_model(model)
-    inner = getattr(getattr(base, MLLM_ATTRIBUTE), "model", None)
-    visual = getattr(inner, "visual", None)
-    if not isinstance(visual, nn.Module):
-        raise ValueError("model.mllm.model.visual: no vision encoder found (expected a Qwen2.5-VL / Qwen3-VL backbone)")
-    n = 0
-    for p in visual.parameters():
-        if p.requires_grad:
-            n += p.numel()
-        p.requires_grad_(False)
-    return n
-
-
-def apply_lora(
-    model: nn.Module,
-    r: int = 64,
-    alpha: int = 128,
-    dropout: float = 0.05,
-    target_regex: str = LORA_TARGET_REGEX,
-    modules_to_save: Sequence[str] = STG_MODULES,
-    freeze_vision: bool = True,
-) -> Any:
-    """Wrap ``model`` with PEFT LoRA on the LLM (METHOD §3.10): adapters on q/k/v/o/gate/up/down of
-    ``mllm.*language_model.*`` (``target_regex`` is full-matched), the bridge, decoder and heads trained in
-    full through ``modules_to_save`` (unique names, so PEFT's suffix matching cannot hit LLM modules).
-    Everything else (embeddings, LM head, the vision tower) is frozen.
-
-    Returns the ``PeftModel``; ``model.merge_and_unload()`` gives back a `BridgeSTGForVideoGrounding`.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    base = unwrap_bridge_model(model)
-    names = [n for n, _ in base.named_modules()]
-    for m in modules_to_save:
-        hits = [n for n in names if n == m or n.endswith("." + m)]
-        if hits != [m]:
-            raise ValueError(
-                f"modules_to_save: {m!r} must name exactly one top-level module (PEFT matches by suffix); matches {hits[:5]}"
-            )
-    targets = [n for n in names if re.fullmatch(target_regex, n)]
-    if not targets:
-        raise ValueError(f"target_regex {target_regex!r} matches no module of the model")
-    config = LoraConfig(
-        r=int(r), lora_alpha=int(alpha), lora_dropout=float(dropout), target_modules=target_regex,
-        modules_to_save=list(modules_to_save), bias="none",
-    )
-    peft_model = get_peft_model(model, config)
-    if freeze_vision:
-        freeze_vision_encoder(peft_model)
-    return peft_model
 
 
 # ----------------------------------------------------------------------------------------- trainer
@@ -334,189 +264,7 @@ class BridgeSTGTrainer(Trainer):
         return None, tuple(p.detach() for p in preds), inputs["frame_ids"].long()
 
 
-# ----------------------------------------------------------------------------------------- evaluation
-def eval_frame_ids_for(references: Sequence[Mapping[str, Any]], protocol: str, target_fps: float = 5.0,
-                       max_frames: int = 200) -> list[list[int]] | None:
-    """Frames each prediction needs a box on for ``protocol``: the ``tubedetr`` 5 fps grid, every segment
-    frame for ``dense`` / ``hcstvg``, or ``None`` for ``sampled`` (the decoded frames are scored)."""
-    from bridge_stg.evaluation import tubedetr_grid
-
-    if protocol == "tubedetr":
-        return [tubedetr_grid(int(r["segment_start"]), int(r["segment_end"]), float(r["fps"]), target_fps, max_frames).tolist()
-                for r in references]
-    if protocol in ("dense", "hcstvg"):
-        return [list(range(int(r["segment_start"]), int(r["segment_end"]))) for r in references]
-    if protocol == "sampled":
-        return None
-    raise ValueError(f"protocol: expected tubedetr, dense, hcstvg or sampled, got {protocol!r}")
-
-
-def choose_protocol(references: Sequence[Mapping[str, Any]], target_fps: float = 5.0) -> str:
-    """``tubedetr`` when every reference's fps allows the 5 fps grid (fps >= ``target_fps``), else ``sampled``."""
-    return "tubedetr" if all(float(r["fps"]) >= target_fps for r in references) else "sampled"
-
-
-def results_to_prediction_rows(
-    results: Sequence[Mapping[str, Any]], metadata: Sequence[Mapping[str, Any]], query_ids: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """``post_process_grounding`` results -> canonical prediction rows (``docs/schema.md``).
-
-    ``frame_ids``/``boxes``/``scores`` are the ``eval_*`` entries when the results have them (boxes on the
-    protocol's frames inside the predicted span), else the decoded frames. ``sampled_frame_ids`` are the
-    frames the model saw (``metadata[i]["frame_ids"]``, each once); ``query_id`` from ``query_ids`` or
-    ``metadata[i]["query_id"]``.
-    """
-    if len(results) != len(metadata):
-        raise PredictionError(f"{len(results)} results for {len(metadata)} metadata entries")
-    rows = []
-    for i, (res, meta) in enumerate(zip(results, metadata)):
-        qid = query_ids[i] if query_ids is not None else meta.get("query_id")
-        if qid is None:
-            raise PredictionError(f"result {i}: no query_id (pass query_ids or collator metadata)")
-        key = "eval_" if "eval_frame_ids" in res else ""
-        frames = res["eval_frame_ids"] if key else res["frames"]
-        rows.append({
-            "query_id": str(qid),
-            "span": [int(res["span"]["start_frame"]), int(res["span"]["end_frame"])],
-            "frame_ids": [int(f) for f in frames],
-            "boxes": [[float(v) for v in b] for b in res[key + "boxes"]],
-            "scores": [float(s) for s in res[key + "scores"]],
-            "sampled_frame_ids": sorted({int(f) for f in meta["frame_ids"]}),
-            "span_source": res.get("span_source"),
-        })
-    return rows
-
-
-@torch.no_grad()
-def predict_grounding(
-    model: nn.Module,
-    collator: Any,
-    rows: Sequence[Mapping[str, Any]],
-    batch_size: int = 8,
-    protocol: str | None = None,
-    **ground_kwargs: Any,
-) -> list[dict[str, Any]]:
-    """Ground ``rows`` with ``model.ground`` (extra ``ground_kwargs``: ``span_source``, ``max_new_tokens``)
-    through an inference collator (``training=False``) and return canonical prediction rows with boxes on
-    the frames ``protocol`` scores (default :func:`choose_protocol`)."""
-    if getattr(collator, "training", False):
-        raise ValueError("predict_grounding: needs an inference collator (BridgeSTGDataCollator(..., training=False))")
-    rows = list(rows)
-    protocol = protocol or choose_protocol(rows)
-    base = unwrap_bridge_model(model)
-    was_training = base.training
-    base.eval()
-    processor = collator.processor
-    out_rows: list[dict[str, Any]] = []
-    try:
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s:s + batch_size]
-            batch = collator(chunk)
-            meta = batch.video_metadata
-            device = next(base.parameters()).device
-            tensors = {k: v.to(device) for k, v in batch.items() if k not in ("frame_ids", "task_ids")}
-            out = base.ground(**tensors, tokenizer=processor.tokenizer, **ground_kwargs)
-            results = processor.post_process_grounding(out, meta, eval_frame_ids=eval_frame_ids_for(chunk, protocol))
-            out_rows.extend(results_to_prediction_rows(results, meta))
-    finally:
-        base.train(was_training)
-    return out_rows
-
-
-def evaluate_grounding(
-    model: nn.Module, collator: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 8, protocol: str | None = None,
-    ground_kwargs: Mapping[str, Any] | None = None, **metric_kwargs: Any,
-) -> dict[str, Any]:
-    """:func:`predict_grounding` + :func:`bridge_stg.evaluation.compute_stvg_metrics` (the full result dict;
-    ``flatten_results`` gives Trainer-style scalars). Only ``stvg`` rows are scored."""
-    from bridge_stg.evaluation import compute_stvg_metrics
-
-    refs = [r for r in rows if r.get("task", "stvg") == "stvg"]
-    if not refs:
-        raise ValueError("evaluate_grounding: no stvg rows to score")
-    protocol = protocol or choose_protocol(refs)
-    preds = predict_grounding(model, collator, refs, batch_size=batch_size, protocol=protocol, **dict(ground_kwargs or {}))
-    return compute_stvg_metrics(refs, preds, protocol=protocol, **metric_kwargs)
-
-
-def make_compute_metrics(
-    processor: Any, references: Sequence[Mapping[str, Any]], protocol: str | None = None, **metric_kwargs: Any
-) -> Callable[[EvalPrediction], dict[str, float]]:
-    """``compute_metrics`` for :class:`BridgeSTGTrainer` (``eval_dataset`` = ``references`` in the same order,
-    collated by ``BridgeSTGDataCollator(training=False)``; the Trainer's evaluation sampler is sequential).
-
-    Predictions (``PREDICTION_FIELDS``, concatenated over batches with −100 padding; label_ids = the sampled
-    frame ids) are turned into pixel tubes by ``processor.post_process_grounding`` with metadata rebuilt from the reference rows
-    (``fps``, ``width``, ``height``, segment; note: the row's ``fps`` is taken as the video's) and the sampled
-    frame ids of the batch, then scored with ``compute_stvg_metrics`` (``tubedetr`` when every fps allows,
-    else ``sampled``). Returns ``flatten_results`` scalars (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3`` …) plus
-    ``span_source/<name>``: how many queries got their span from each source (``SPAN_SOURCES``; e.g. the coupled
-    baseline's ``unparsable`` generations, which are scored as empty tubes); the
-    function's ``last_result`` attribute keeps the full result dict of its latest call (the format of
-    ``bridge-stg evaluate --json``, e.g. for a model card).
-    """
-    from bridge_stg.evaluation import compute_stvg_metrics, flatten_results
-
-    refs = [dict(r) for r in references]
-    if not refs:
-        raise ValueError("make_compute_metrics: no reference rows")
-    proto = protocol or choose_protocol(refs)
-    grids = eval_frame_ids_for(refs, proto)
-
-    def compute_metrics(pred: EvalPrediction) -> dict[str, float]:
-        arrays = pred.predictions
-        if not isinstance(arrays, (tuple, list)) or len(arrays) != len(PREDICTION_FIELDS):
-            raise PredictionError(
-                f"compute_metrics: expected the {len(PREDICTION_FIELDS)} arrays {PREDICTION_FIELDS} of "
-                "BridgeSTGTrainer.prediction_step (use BridgeSTGTrainer with an inference collator)"
-            )
-        fields = dict(zip(PREDICTION_FIELDS, (np.asarray(a) for a in arrays)))
-        fields["frame_ids"] = np.asarray(pred.label_ids)
-        n = fields["frame_ids"].shape[0]
-        if n != len(refs):
-            raise PredictionError(f"compute_metrics: {n} predictions for {len(refs)} reference rows (same order needed)")
-        metas, keep = [], []
-        for i, r in enumerate(refs):
-            ids = fields["frame_ids"][i]
-            valid = ids >= 0  # -1 inside a batch, -100 between batches
-            k = int(valid.sum())
-            if not valid[:k].all():
-                raise PredictionError(f"compute_metrics: frame ids of query {r['query_id']!r} are not left-aligned")
-            metas.append({"query_id": r["query_id"], "fps": float(r["fps"]), "width": int(r["width"]), "height": int(r["height"]),
-                          "segment": [int(r["segment_start"]), int(r["segment_end"])], "frame_ids": ids[:k].tolist()})
-            keep.append(k)
-        Fm = max(keep)
-        seconds = fields["pred_span_seconds"]
-        outputs = {
-            "pred_span_seconds": None if np.isnan(seconds).all() else seconds,
-            "pred_span_frames": fields["pred_span_frames"],
-            "pred_boxes": fields["pred_boxes"][:, :Fm],
-            "pred_scores": fields["pred_scores"][:, :Fm],
-            "decoded_frame_mask": fields["decoded_frame_mask"][:, :Fm] == 1,
-            "span_source": [SPAN_SOURCES[int(s)] if 0 <= int(s) < len(SPAN_SOURCES) else None for s in fields["span_source"]],
-        }
-        if outputs["pred_span_seconds"] is not None and np.isnan(seconds).any():
-            raise PredictionError("compute_metrics: pred_span_seconds is missing for some queries only")
-        results = processor.post_process_grounding(outputs, metas, eval_frame_ids=grids)
-        rows = results_to_prediction_rows(results, metas)
-        scored = [(r, p) for r, p in zip(refs, rows) if r.get("task", "stvg") == "stvg"]
-        result = compute_stvg_metrics([r for r, _ in scored], [p for _, p in scored], protocol=proto, **metric_kwargs)
-        compute_metrics.last_result = result  # the full result dict (``bridge-stg evaluate --json`` format)
-        flat = flatten_results(result)
-        # how many spans each source produced (e.g. the coupled baseline's unparsable generations), counted
-        for name in SPAN_SOURCES:
-            n_src = sum(1 for src in outputs["span_source"] if src == name)
-            if n_src:
-                flat[f"span_source/{name}"] = float(n_src)
-        return flat
-
-    compute_metrics.last_result = None
-    return compute_metrics
-
-
 __all__ = [
-    "MLLM_ATTRIBUTE", "STG_MODULES", "LORA_TARGETS", "LORA_TARGET_REGEX", "COMPONENT_LOSSES", "SPAN_SOURCES",
-    "PREDICTION_FIELDS", "unwrap_bridge_model", "build_optimizer_param_groups", "freeze_vision_encoder", "apply_lora",
-    "BridgeSTGTrainer", "eval_frame_ids_for", "choose_protocol", "results_to_prediction_rows", "predict_grounding",
-    "evaluate_grounding", "make_compute_metrics",
+    "MLLM_ATTRIBUTE", "STG_MODULES", "COMPONENT_LOSSES", "SPAN_SOURCES", "PREDICTION_FIELDS", "unwrap_bridge_model",
+    "build_optimizer_param_groups", "BridgeSTGTrainer",
 ]

@@ -25,7 +25,7 @@ from transformers.utils import logging
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
-from .writer import write_dataset
+from bridge_stg.processing.writer import write_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -115,7 +115,7 @@ def _required(args: Any, *names: str) -> None:
 
 
 def _run_vidstg(a: VidSTGArguments) -> tuple[list, Any, str]:
-    from .vidstg import convert_vidstg
+    from bridge_stg.processing.vidstg import convert_vidstg
 
     _required(a, "sentences", "vidor")
     rows, rep = convert_vidstg(a.sentences, a.vidor, a.split, video_root=a.video_root, check_video_headers=a.check_videos,
@@ -124,7 +124,7 @@ def _run_vidstg(a: VidSTGArguments) -> tuple[list, Any, str]:
 
 
 def _run_tubedetr(a: TubeDETRArguments) -> tuple[list, Any, str]:
-    from .vidstg import convert_tubedetr
+    from bridge_stg.processing.vidstg import convert_tubedetr
 
     _required(a, "annotations")
     rows, rep = convert_tubedetr(a.annotations, a.split, video_root=a.video_root, check_video_headers=a.check_videos,
@@ -133,7 +133,7 @@ def _run_tubedetr(a: TubeDETRArguments) -> tuple[list, Any, str]:
 
 
 def _run_stcat(a: STCATArguments) -> tuple[list, Any, str]:
-    from .vidstg import convert_stcat
+    from bridge_stg.processing.vidstg import convert_stcat
 
     _required(a, "annotations")
     rows, rep = convert_stcat(a.annotations, a.split, bbox_annos=a.vidor, video_template=a.video_template, video_root=a.video_root,
@@ -142,7 +142,7 @@ def _run_stcat(a: STCATArguments) -> tuple[list, Any, str]:
 
 
 def _run_hcstvg(a: HCSTVGArguments) -> tuple[list, Any, str]:
-    from .hcstvg import convert_hcstvg
+    from bridge_stg.processing.hcstvg import convert_hcstvg
 
     _required(a, "annotations", "version")
     rows, rep = convert_hcstvg(a.annotations, a.version, a.split, video_root=a.video_root, check_video_headers=a.check_videos,
@@ -151,7 +151,7 @@ def _run_hcstvg(a: HCSTVGArguments) -> tuple[list, Any, str]:
 
 
 def _run_tvg(a: TVGArguments) -> tuple[list, Any, str]:
-    from .multitask import convert_tvg
+    from bridge_stg.processing.multitask import convert_tvg
 
     _required(a, "annotations", "video_root")
     rows, rep = convert_tvg(a.annotations, a.split, video_root=a.video_root, video_template=a.video_template, progress=not a.no_progress)
@@ -159,7 +159,7 @@ def _run_tvg(a: TVGArguments) -> tuple[list, Any, str]:
 
 
 def _run_rec(a: RECArguments) -> tuple[list, Any, str]:
-    from .multitask import convert_rec
+    from bridge_stg.processing.multitask import convert_rec
 
     _required(a, "annotations")
     rows, rep = convert_rec(a.annotations, a.split, video_root=a.video_root, progress=not a.no_progress)

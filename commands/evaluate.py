@@ -20,8 +20,8 @@ from typing import Any
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
-from .io import read_predictions, read_references
-from .metrics import PROTOCOLS, QUERY_TYPES, compute_stvg_metrics
+from bridge_stg.evaluation.io import read_predictions, read_references
+from bridge_stg.evaluation.metrics import PROTOCOLS, QUERY_TYPES, compute_stvg_metrics
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,13 +21,14 @@ for the same thing, with dataloader worker processes competing for the 2 cores.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,14 +36,18 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..configuration_bridge_stg import BridgeSTGConfig
+from ..errors_bridge_stg import MissingAssetError
 from ..modeling_bridge_stg import BridgeSTGForVideoGrounding
 from ..processing_bridge_stg import BridgeSTGProcessor
-from .synthetic import SyntheticClip, SyntheticSpec, render_synthetic_clip
+from bridge_stg.processing.synthetic import SyntheticClip, SyntheticSpec, render_synthetic_clip
+from .predict import predict_clips
 from .tiny import tiny_bridge_kwargs, tiny_mllm_config
-from .tokenizer import bridge_token_ids, build_compact_tokenizer
+from bridge_stg.processing.tokenizer import bridge_token_ids, build_compact_tokenizer
 
 logger = logging.get_logger(__name__)
 
+#: folder of the shipped checkpoint inside the package (``bridge_stg/demo_checkpoint``)
+DEMO_CHECKPOINT_DIR = "demo_checkpoint"
 #: first entry of every demo clip seed sequence
 DEMO_SEED_ROOT = 20260707
 TRAIN_STREAM = 1
@@ -57,6 +62,26 @@ DEMO_RECIPE_MINUTES_CAP = 115.0
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
 DEMO_SPEC = SyntheticSpec()
 NUM_BRIDGE_QUERIES = 4
+
+
+def demo_checkpoint_path() -> str:
+    """Folder of the tiny demo checkpoint shipped in ``bridge_stg/demo_checkpoint/`` (package data).
+
+    The checkpoint is trained on synthetic shapes only (see its README.md); it is what ``bridge-stg demo``
+    scores and what ``bridge-stg ground`` uses without ``--model``.
+
+    Raises:
+        MissingAssetError: the folder or its ``config.json`` / weights are missing (a package built without it).
+    """
+    path = os.fspath(importlib.resources.files("bridge_stg").joinpath(DEMO_CHECKPOINT_DIR))
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise MissingAssetError(
+            f"the demo checkpoint is not installed ({path} has no config.json); pass --model DIR with a "
+            "Bridge-STG checkpoint folder, or reinstall bridge-stg with its package data"
+        )
+    if not any(name.endswith(".safetensors") for name in os.listdir(path)):
+        raise MissingAssetError(f"the demo checkpoint at {path} has no .safetensors weights; reinstall bridge-stg")
+    return path
 
 
 def clip_rng(stream: int, seed: int, index: int) -> np.random.Generator:
@@ -149,53 +174,6 @@ def reference_rows(clips: Sequence[SyntheticClip], prefix: str) -> list[dict[str
     return [c.row(f"{prefix}_{i}", f"{prefix}_{i}", f"{prefix}_{i}.mp4") for i, c in enumerate(clips)]
 
 
-@torch.no_grad()
-def ground_clips(
-    model: BridgeSTGForVideoGrounding,
-    processor: BridgeSTGProcessor,
-    clips: Sequence[SyntheticClip],
-    prefix: str,
-    batch_size: int = 16,
-    progress: bool = True,
-    desc: str = "grounding",
-    max_new_tokens: int | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Ground every clip; return (prediction rows for the metric, raw post-processed results).
-
-    Prediction rows carry boxes on the ``tubedetr`` scored frames inside the predicted span (interpolated
-    between decoded frames by ``post_process_grounding``). ``max_new_tokens`` is passed to ``model.ground``
-    (``None``: the model's default budget). For the coupled baseline the raw results also carry the
-    generation (``generated_text``) and its count of malformed lines (``num_malformed``).
-    """
-    from ..evaluation import tubedetr_grid
-
-    was_training = model.training
-    model.eval()
-    rows: list[dict[str, Any]] = []
-    raw: list[dict[str, Any]] = []
-    for s in tqdm(range(0, len(clips), batch_size), desc=desc, disable=not progress, leave=False):
-        chunk = clips[s: s + batch_size]
-        inputs = processor(videos=[c.frames for c in chunk], text=[c.query for c in chunk], video_fps=[c.fps for c in chunk])
-        meta = inputs.video_metadata
-        tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        out = model.ground(**tensors, tokenizer=processor.tokenizer, max_new_tokens=max_new_tokens)
-        grids = [tubedetr_grid(0, c.num_frames, c.fps).tolist() for c in chunk]
-        results = processor.post_process_grounding(out, meta, eval_frame_ids=grids)
-        for j, res in enumerate(results):
-            qid = f"{prefix}_{s + j}"
-            rows.append({
-                "query_id": qid, "span": [res["span"]["start_frame"], res["span"]["end_frame"]],
-                "frame_ids": res["eval_frame_ids"], "boxes": res["eval_boxes"], "span_source": res["span_source"],
-            })
-            for key in ("generated_text", "num_malformed"):
-                value = getattr(out, key, None)
-                if value is not None:
-                    res[key] = value[j]
-            raw.append(res)
-    model.train(was_training)
-    return rows, raw
-
-
 def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fraction: float = 0.28) -> list[dict[str, Any]]:
     """The trivial baseline: the whole clip as span and a centred square box (side = ``box_fraction`` ×
     the shorter side; 0.28 is the mean target size of ``DEMO_SPEC``) on every scored frame."""
@@ -218,7 +196,7 @@ def evaluate_clips(
     """Ground and score clips with the exact metric (``tubedetr`` protocol); the metric's result dict."""
     from ..evaluation import compute_stvg_metrics
 
-    rows, _ = ground_clips(model, processor, clips, prefix, progress=progress, max_new_tokens=max_new_tokens)
+    rows, _ = predict_clips(model, processor, clips, prefix, progress=progress, max_new_tokens=max_new_tokens)
     return compute_stvg_metrics(reference_rows(clips, prefix), rows, protocol="tubedetr")
 
 
@@ -387,7 +365,7 @@ def write_demo_model_card(
 
 
 __all__ = [
-    "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
-    "ground_clips", "trivial_baseline_rows", "evaluate_clips", "train_demo", "write_demo_model_card",
+    "trivial_baseline_rows", "evaluate_clips", "train_demo", "write_demo_model_card",
 ]
