@@ -79,11 +79,13 @@ def coupled_token_budget(processor: Any, metadata: list[dict[str, Any]]) -> int:
         [0.9995, 0.9995, 0.001, 0.001],  # 999,999,1000,1000
         [0.1234, 0.5678, 0.0246, 0.1357],  # mixed digits
     )
+    from bridge_stg.coupled_bridge_stg import format_coupled_answer
+
     longest = 0
     for meta in metadata:
         ts = list(meta["timestamps"])
         for box in boxes_sets:
-            text = processor.format_coupled_answer(0.0, float(meta["duration"]), ts, [box] * len(ts))
+            text = format_coupled_answer(processor, 0.0, float(meta["duration"]), ts, [box] * len(ts))
             longest = max(longest, len(processor.tokenizer(text, add_special_tokens=False)["input_ids"]))
     return longest + BUDGET_MARGIN
 

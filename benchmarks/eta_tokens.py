@@ -104,8 +104,8 @@ def span_mask(frame_mask: torch.Tensor, fraction: float) -> torch.Tensor:
 
 def decoder_tokens(enc: dict[str, Any], mask: torch.Tensor) -> tuple[int, int]:
     """(token reads, distinct tokens): visual memory tokens the decoded frames cross-attend to."""
-    per_group = enc["memory_valid"].sum(-1)  # (B, G)
-    groups = enc["frame_group"]  # (F,)
+    per_group = enc.memory_valid.sum(-1)  # (B, G)
+    groups = enc.frame_group  # (F,)
     reads = distinct = 0
     for b in range(mask.shape[0]):
         frames = mask[b].nonzero().flatten()
@@ -177,7 +177,7 @@ def qwen7b_computed(fraction: float, frames: int = 64, height: int = 360, width:
     """Qwen2.5-VL-7B-sized decoder inputs and FLOPs, computed from the default config (nothing is run)."""
     from transformers import Qwen2_5_VLConfig
 
-    from bridge_stg.modeling_bridge_stg import BridgeSTGDecoder, BridgeSTGHeads
+    from bridge_stg.modeling_bridge_stg import BridgeSTGSpatialDecoder
     from bridge_stg.video_processing_bridge_stg import BridgeSTGVideoProcessor
 
     # only the vision sizes of the backbone matter here (patch 14, merge 2, temporal patch 2: as Qwen2.5-VL-7B)
@@ -196,9 +196,9 @@ def qwen7b_computed(fraction: float, frames: int = 64, height: int = 360, width:
 
     def flops(S: int) -> int:
         with torch.device("meta"):
-            dec, heads = BridgeSTGDecoder(cfg).eval(), BridgeSTGHeads(cfg).eval()
+            dec = BridgeSTGSpatialDecoder(cfg).eval()
             args = (torch.empty(1, S, K, d), torch.ones(1, S, dtype=torch.bool), torch.empty(1, S, m, d),
-                    torch.empty(1, S, m, d), torch.ones(1, S, m, dtype=torch.bool), heads, torch.empty(1, S, m, 2),
+                    torch.empty(1, S, m, d), torch.ones(1, S, m, dtype=torch.bool), torch.empty(1, S, m, 2),
                     torch.empty(1, S, 2))
             with torch.inference_mode():
                 return count_flops(lambda: dec(*args))
@@ -265,7 +265,7 @@ def main() -> None:
         mllm_tokens = int((grid.prod(-1) // merge**2).sum())
         me, ma, mg = statistics.median(t_eta), statistics.median(t_all), statistics.median(t_ground)
         results[str(F)] = {
-            "frames": int(frame_mask.sum()), "eta_frames": int(mask_eta.sum()), "tokens_per_frame": int(enc["memory_valid"][0, 0].sum()),
+            "frames": int(frame_mask.sum()), "eta_frames": int(mask_eta.sum()), "tokens_per_frame": int(enc.memory_valid[0, 0].sum()),
             "mllm_visual_tokens": mllm_tokens,
             "eta_token_reads": reads_eta, "no_eta_token_reads": reads_all,
             "eta_tokens_distinct": distinct_eta, "no_eta_tokens_distinct": distinct_all,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
+from bridge_stg.coupled_bridge_stg import format_coupled_answer
 from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
 
@@ -63,7 +64,7 @@ def answer_lengths(proc_b: BridgeSTGProcessor, proc_c: BridgeSTGProcessor, times
     rng = np.random.default_rng(0)
     span = proc_b.format_answer(0.0, duration)
     boxes = [[*rng.uniform(0.3, 0.7, 2), *rng.uniform(0.1, 0.4, 2)] for _ in timestamps]
-    coupled = proc_c.format_coupled_answer(0.0, duration, timestamps, boxes)
+    coupled = format_coupled_answer(proc_c, 0.0, duration, timestamps, boxes)
     tok = proc_b.tokenizer
     return len(tok(span, add_special_tokens=False)["input_ids"]), len(tok(coupled, add_special_tokens=False)["input_ids"])
 

@@ -122,9 +122,8 @@ def count_parameters(name: str, lora_rank: int = LORA_RANK) -> dict[str, Any]:
         "llm_final_norm": _n(lm.norm),
         "lm_head_untied": 0 if tied else mllm.lm_head.weight.numel(),
         "tied_embeddings": bool(tied),
-        "stg_bridge": _n(model.stg_bridge),
-        "stg_decoder": _n(model.stg_decoder),
-        "stg_heads": _n(model.stg_heads),
+        "stsb": _n(model.stsb),
+        "qgsl": _n(model.qgsl),
         "lora_rank": lora_rank,
         "lora_adapters": lora,
         "lora_target_modules": lora_targets,
@@ -132,7 +131,7 @@ def count_parameters(name: str, lora_rank: int = LORA_RANK) -> dict[str, Any]:
     }
     counts["llm"] = _n(lm) + counts["lm_head_untied"]
     counts["mllm"] = _n(mllm)
-    counts["stg_total"] = counts["stg_bridge"] + counts["stg_decoder"] + counts["stg_heads"]
+    counts["stg_total"] = counts["stsb"] + counts["qgsl"]
     counts["published_mllm"] = QWEN25_VL_CONFIGS[name]["published_params"]
     counts["mllm_vs_published"] = counts["mllm"] / counts["published_mllm"] - 1.0
     counts["decoder_settings"] = dict(num_bridge_queries=config.num_bridge_queries, bridge_num_layers=config.bridge_num_layers,
@@ -366,8 +365,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for key, label in (("vision_encoder", "vision encoder + merger (frozen)"), ("llm_embed_tokens", "LLM input embeddings"),
                            ("llm_layers", f"LLM decoder layers ({tc.num_hidden_layers} x {_fmt(p['llm_layer'])})"),
                            ("lm_head_untied", "LM head (0 = tied to the embeddings)"), ("mllm", "**Qwen2.5-VL total**"),
-                           ("stg_bridge", "STSB bridge (incl. K bridge embeddings)"), ("stg_decoder", "QGSL decoder (6 layers, d 256)"),
-                           ("stg_heads", "heads (visual memory, box, temporal)"), ("total_model", "**Bridge-STG total**"),
+                           ("stsb", "STSB bridge (K bridge embeddings, layer fusion, projections, temporal heads)"),
+                           ("qgsl", "QGSL decoder (visual memory, 6 layers of d 256, box and presence heads)"),
+                           ("total_model", "**Bridge-STG total**"),
                            ("lora_adapters", f"LoRA r={LORA_RANK} on q/k/v/o/gate/up/down ({p['lora_target_modules']} modules)")):
             out(f"| {label} | {_fmt(p[key])} |")
         out(f"\nQwen2.5-VL total vs published {p['published_mllm'] / 1e9:.2f}B: {100 * p['mllm_vs_published']:+.2f} %. "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ def run_demo(
     from bridge_stg.evaluation.visualize import write_annotated_video
     from bridge_stg.training.predict import predict_clips
     from bridge_stg.training.demo import (
-        TEST_STREAM, demo_checkpoint_path, reference_rows, render_clips, trivial_baseline_rows,
+        TEST_STREAM, demo_checkpoint_path, export_demo_checkpoint, reference_rows, render_clips, trivial_baseline_rows,
     )
     from bridge_stg.processing.synthetic import write_mp4
 
@@ -76,6 +75,7 @@ def run_demo(
     preds, _ = predict_clips(model, processor, clips, "test", progress=progress, desc="grounding test clips")
     result = compute_stvg_metrics(refs, preds, protocol="tubedetr")
     baseline = compute_stvg_metrics(refs, trivial_baseline_rows(clips, "test"), protocol="tubedetr")
+    result["dataset"] = baseline["dataset"] = f"synthetic test stream (seed {seed}, {num_clips} clips)"
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "baseline_metrics.json").write_text(json.dumps(baseline, indent=2))
     with open(out / "predictions.jsonl", "w") as f:
@@ -85,23 +85,22 @@ def run_demo(
         for r in refs:
             f.write(json.dumps(r) + "\n")
 
+    # a self-contained checkpoint folder (code, auto_map, pipeline registration, card with these test metrics)
     dst = out / "checkpoint"
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(ckpt, dst)
+    export_demo_checkpoint(model, processor, ckpt, dst, test_result=result, baseline_result=baseline)
 
     # one clip through the user-facing path: an mp4 file, the pipeline loaded from the copied checkpoint
     clip = clips[0]
     write_mp4(out / "example_input.mp4", clip.frames, clip.fps)
-    grounder = pipeline("video-grounding", model=str(dst))
+    grounder = pipeline("video-grounding", model=str(dst), trust_remote_code=True)
     with tqdm(total=1, desc="example clip (pipeline)", disable=not progress) as bar:
         res = grounder(str(out / "example_input.mp4"), text=clip.query)
         bar.update(1)
-    span = (int(res["span"]["start_frame"]), int(res["span"]["end_frame"]))
+    span = tuple(res["span"])
     write_annotated_video(out / "example_input.mp4", [res], out / "example.mp4", progress=progress)
     example = {
         "query": clip.query, "fps": clip.fps, "num_frames": clip.num_frames, "width": clip.width, "height": clip.height,
-        "prediction": res, "ground_truth": {"span": {"start_frame": clip.tube_start, "end_frame": clip.tube_end},
+        "prediction": res, "ground_truth": {"span": [clip.tube_start, clip.tube_end],
                                             "frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]},
         "test_stream_seed": seed, "clip_index": 0,
         "input_video": "example_input.mp4", "annotated_video": "example.mp4",

@@ -35,7 +35,8 @@ class GroundArguments:
     output: str | None = field(default=None, metadata={
         "help": "write the annotated video here (.mp4: H.264 yuv420p; .gif)"})
     json: str | None = field(default=None, metadata={"help": "write the results as JSON here"})
-    fps: float | None = field(default=None, metadata={"help": "sampling rate (default: the checkpoint's processor)"})
+    sample_fps: float | None = field(default=None, metadata={
+        "help": "frames sampled per second of video (default: the checkpoint's processor)"})
     max_frames: int | None = field(default=None, metadata={
         "help": "at most this many sampled frames (default: the checkpoint's processor)"})
     threshold: float | None = field(default=None, metadata={"help": "drop tube boxes whose score is below this"})
@@ -102,12 +103,9 @@ def format_summary(results: list[dict[str, Any]], meta: Any) -> str:
     """The text printed on stdout: per query, the span and a short tube summary."""
     lines = [f"video: {meta.name}  {meta.width}x{meta.height}, {meta.num_frames} frames, {meta.fps:.3f} fps"]
     for res in results:
-        s = res["span"]
+        (s, e), (a, b) = res["span"], res["span_seconds"]
         lines.append(f"query: {res['query']!r}")
-        lines.append(
-            f"  span: frames {s['start_frame']}-{s['end_frame'] - 1} ({s['start_time']:.2f}s - {s['end_time']:.2f}s)"
-            f"  [span from: {res.get('span_source')}]"
-        )
+        lines.append(f"  span: frames [{s}, {e}) ({a:.2f}s - {b:.2f}s)  [span from: {res.get('span_source')}]")
         tube = res["tube"]
         if not tube:
             lines.append("  tube: no box above the threshold")
@@ -153,7 +151,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
         print(f"{PROG}: decoding and grounding {len(queries)} quer{'y' if len(queries) == 1 else 'ies'} ...",
               file=sys.stderr)
     call: dict[str, Any] = {"text": list(queries)}
-    for key in ("fps", "max_frames", "threshold"):
+    for key in ("sample_fps", "max_frames", "threshold"):
         if getattr(args, key) is not None:
             call[key] = getattr(args, key)
     results = grounder(video, **call)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print("make_readme_image: error: the model predicted no box on this clip; try another --seed", file=sys.stderr)
         return 1
     span = result["span"]
-    middle = (span["start_frame"] + span["end_frame"] - 1) / 2
+    middle = (span[0] + span[1] - 1) / 2
     frame = min((t["frame"] for t in result["tube"]), key=lambda f: abs(f - middle))
     img = annotate_frame(clip.frames[frame], frame, [result], clip.num_frames)
     pil = Image.fromarray(img)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     pil.save(args.out, optimize=True)
     print(f"query: {clip.query!r}  ground truth frames {clip.tube_start}-{clip.tube_end - 1}")
-    print(f"predicted span: frames {span['start_frame']}-{span['end_frame'] - 1}; drawn frame {frame}")
+    print(f"predicted span: frames [{span[0]}, {span[1]}); drawn frame {frame}")
     print(f"wrote {args.out}")
     return 0
 

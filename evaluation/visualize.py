@@ -35,8 +35,8 @@ def box_at(result: dict[str, Any], frame: int) -> tuple[list[float], float, bool
     Inside the span, frames between two predicted tube frames get a per-coordinate linear interpolation;
     before the first / after the last predicted frame, the nearest predicted box (``exact`` is ``False``).
     """
-    span = result["span"]
-    if not span["start_frame"] <= frame < span["end_frame"] or not result["tube"]:
+    start, end = result["span"]
+    if not start <= frame < end or not result["tube"]:
         return None
     tube = sorted(result["tube"], key=lambda t: t["frame"])
     frames = np.array([t["frame"] for t in tube], dtype=np.float64)
@@ -94,7 +94,7 @@ def annotate_frame(
         # timeline: grey bar = the whole video, coloured = predicted span, white line = this frame
         y0 = h + GAP + q * (ROW + GAP)
         draw.rectangle([0, y0, w - 1, y0 + ROW - 1], fill=(70, 70, 70))
-        s, e = res["span"]["start_frame"], res["span"]["end_frame"]
+        s, e = res["span"]
         xs, xe = int(round(s / num_frames * w)), int(round(e / num_frames * w))
         draw.rectangle([xs, y0, max(xe - 1, xs), y0 + ROW - 1], fill=colour)
     head = int(round((frame_id + 0.5) / num_frames * w))

@@ -11,6 +11,12 @@
 The folder then loads anywhere with ``pipeline("video-grounding", model=folder_or_repo, trust_remote_code=True)``
 or ``AutoModel`` / ``AutoProcessor`` with ``trust_remote_code=True``, also where ``bridge_stg`` is not installed.
 
+Checkpoints write their own code here, at export: ``save_pretrained`` writes weights and configs only (the
+package registers its classes with the Auto classes, so an installed package loads any folder), while
+:func:`save_for_hub` copies every file of the remote-code folder (``modeling_bridge_stg/``, imported as
+``bridge_stg``: all of its ``.py`` files but ``__init__.py``) next to the weights and writes ``auto_map``
+(AutoConfig, AutoModel, AutoProcessor) and ``custom_pipelines`` into the configs.
+
 This module is a helper of the installed package, not remote code: it is never copied into a checkpoint
 (it reads the card templates from the package data ``bridge_stg.model_cards``).
 """
@@ -21,25 +27,28 @@ import importlib.resources
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines import PIPELINE_REGISTRY
 
+import bridge_stg
 from bridge_stg.errors_bridge_stg import MissingAssetError
 from bridge_stg.pipeline_video_grounding import VideoGroundingPipeline
 
 TASK = "video-grounding"
-REMOTE_CODE_FILES = (
-    "configuration_bridge_stg.py",
-    "modeling_bridge_stg.py",
-    "processing_bridge_stg.py",
-    "video_processing_bridge_stg.py",
-    "video_io_bridge_stg.py",
-    "errors_bridge_stg.py",
-    "pipeline_video_grounding.py",
-)
+#: the remote-code folder: the ``bridge_stg`` package directory itself (``modeling_bridge_stg/`` in the repository)
+REMOTE_CODE_DIR = Path(bridge_stg.__file__).resolve().parent
+#: every file a checkpoint folder carries as code (the package's flat remote-code files)
+REMOTE_CODE_FILES = tuple(sorted(p.name for p in REMOTE_CODE_DIR.glob("*.py") if p.name != "__init__.py"))
+#: ``auto_map`` entries written at export: Auto class -> ``module.Class`` inside the folder
+AUTO_MAP = {
+    "AutoConfig": "configuration_bridge_stg.BridgeSTGConfig",
+    "AutoModel": "modeling_bridge_stg.BridgeSTGForVideoGrounding",
+}
+PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_bridge_stg.BridgeSTGProcessor"}
 MODEL_CARD_TEMPLATES = ("template", "demo_checkpoint")
 METRIC_COLUMNS = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")
 _FIELD = re.compile(r"\{\{(\w+)\}\}")
@@ -208,13 +217,17 @@ def build_model_card(
     card_kwargs: Mapping[str, Any] | None = None,
     code_files: Sequence[str] = REMOTE_CODE_FILES,
 ) -> str:
-    """The README.md text of a checkpoint folder (template of ``model_cards/`` filled from config + metrics)."""
+    """The README.md text of a checkpoint folder (template of ``model_cards/`` filled from config + metrics).
+
+    ``code_files``: the code the folder carries (``()`` for a folder without code, such as the demo checkpoint
+    shipped inside the package); the card's list of files says which.
+    """
     from huggingface_hub import ModelCardData
 
     kw = dict(card_kwargs or {})
     template_name = kw.pop("template", "template")
-    known = {"model_name", "model_id", "summary", "training_data", "limitations", "license", "base_model", "datasets",
-             "tags", "eval_dataset"}
+    known = {"model_name", "model_id", "summary", "training_data", "training_procedure", "limitations", "license",
+             "base_model", "datasets", "tags", "eval_dataset"}
     unknown = sorted(set(kw) - known)
     if unknown:
         raise ValueError(f"card_kwargs: unknown keys {unknown}; known: {sorted(known | {'template'})}")
@@ -225,7 +238,7 @@ def build_model_card(
     results = load_metrics(metrics)
     evaluation, evals = _evaluation_section(results, sampling, kw.get("eval_dataset"))
     model_name = str(kw.get("model_name") or folder)
-    tags = ["bridge-stg", "video-grounding", "spatio-temporal-video-grounding", "custom_code"]
+    tags = ["bridge-stg", "video-grounding", "spatio-temporal-video-grounding"] + (["custom_code"] if code_files else [])
     tags += [t for t in kw.get("tags") or [] if t not in tags]
     if template_name == "demo_checkpoint" and "synthetic-data" not in tags:
         tags.append("synthetic-data")
@@ -257,7 +270,14 @@ def build_model_card(
         "training_data": str(kw.get("training_data") or default_training),
         "limitations_extra": "\n".join(f"- {item}" for item in limitations),
         "evaluation": evaluation,
-        "code_files": ", ".join(f"`{f}`" for f in code_files),
+        "training_procedure": str(kw.get("training_procedure") or "**Not documented.** The uploader did not describe "
+                                  "how the model was trained (`card_kwargs={'training_procedure': ...}`)."),
+        "files": (
+            "`config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`, `processor_config.json` and the "
+            "tokenizer files, and the code: " + ", ".join(f"`{f}`" for f in code_files) + "." if code_files else
+            "`config.json`, `model.safetensors`, `processor_config.json` and the tokenizer files. This folder carries no "
+            "code: load it with the `bridge-stg` package installed, or export a self-contained folder (code, "
+            "`auto_map`, pipeline registration) with `bridge_stg.model_cards.hub.save_for_hub`."),
         "card_source": (f" and `{Path(source).name}`" if source else " and the supplied metrics" if results else ""),
     }
     return fill_template(model_card_template(template_name), values)
@@ -274,6 +294,24 @@ def _pipeline_registration() -> dict[str, Any]:
     if "type" in info:
         entry["type"] = info["type"]
     return {TASK: entry}
+
+
+def _update_json(path: Path, **entries: Any) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(entries)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_remote_code(out_dir: str | os.PathLike) -> list[str]:
+    """Make a saved checkpoint folder self-contained: copy the remote-code files next to the weights and write
+    ``auto_map`` / ``custom_pipelines`` into ``config.json`` and ``auto_map`` into ``processor_config.json``.
+    Returns the names of the code files."""
+    out = Path(out_dir)
+    for name in REMOTE_CODE_FILES:
+        shutil.copyfile(REMOTE_CODE_DIR / name, out / name)
+    _update_json(out / "config.json", auto_map=dict(AUTO_MAP), custom_pipelines=_pipeline_registration())
+    _update_json(out / "processor_config.json", auto_map=dict(PROCESSOR_AUTO_MAP))
+    return list(REMOTE_CODE_FILES)
 
 
 def _check_compatible(model: Any, processor: Any) -> None:
@@ -329,11 +367,11 @@ def save_for_hub(
 ) -> str:
     """Write a complete, publishable checkpoint folder.
 
-    Writes the weights (safetensors) and ``config.json`` with ``auto_map`` (AutoConfig, AutoModel) and
-    ``custom_pipelines`` (``video-grounding``); the processor (``processor_config.json`` with ``auto_map``
-    AutoProcessor, tokenizer files: ``Pipeline.save_pretrained`` would not save it); the remote-code files
-    (model, config, processor, video reader, errors, pipeline); and ``README.md``, the model card filled from the
-    config and ``metrics``. Then checks the folder and raises if anything is missing.
+    Writes the weights (safetensors), ``config.json`` and the processor (``processor_config.json``, tokenizer
+    files: ``Pipeline.save_pretrained`` would not save it); the remote-code files with ``auto_map`` (AutoConfig,
+    AutoModel, AutoProcessor) and ``custom_pipelines`` (``video-grounding``), see :func:`write_remote_code`; and
+    ``README.md``, the model card filled from the config and ``metrics``. The folder is written under a temporary
+    name beside ``out_dir`` and moved into place at the end, then checked.
 
     Args:
         model: a `BridgeSTGForVideoGrounding`.
@@ -341,9 +379,9 @@ def save_for_hub(
         out_dir: the folder to write; must be empty or absent unless ``overwrite``.
         metrics: the metrics JSON of ``bridge-stg evaluate --json`` (path, dict, list or ``{dataset: result}``).
         card_kwargs: text of the card: ``model_name``, ``model_id``, ``summary``, ``training_data``,
-            ``limitations``, ``license``, ``base_model``, ``datasets``, ``tags``, ``eval_dataset``, and
-            ``template`` (``"template"`` or ``"demo_checkpoint"``).
-        overwrite: allow writing into a non-empty folder.
+            ``training_procedure``, ``limitations``, ``license``, ``base_model``, ``datasets``, ``tags``,
+            ``eval_dataset``, and ``template`` (``"template"`` or ``"demo_checkpoint"``).
+        overwrite: allow writing into a non-empty folder (files of the same names are replaced, others kept).
 
     Returns:
         The folder path, ready for ``huggingface_hub.upload_folder(repo_id=..., folder_path=out_dir)``.
@@ -356,27 +394,23 @@ def save_for_hub(
     _check_compatible(model, processor)
     # render the card first: a bad metrics file or card field fails before anything is written
     card = build_model_card(model, processor, out, metrics=metrics, card_kwargs=card_kwargs)
-    out.mkdir(parents=True, exist_ok=True)
-    # the package registers these at import; set them again in case a caller unregistered them
-    type(model.config).register_for_auto_class()
-    type(model).register_for_auto_class("AutoModel")
-    type(processor).register_for_auto_class("AutoProcessor")
-    config = model.config
-    had = "custom_pipelines" in config.__dict__
-    previous = config.__dict__.get("custom_pipelines")
-    config.custom_pipelines = _pipeline_registration()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        model.save_pretrained(out)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        write_remote_code(tmp)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        verify_checkpoint_folder(tmp)
+        out.mkdir(exist_ok=True)
+        for item in tmp.iterdir():
+            os.replace(item, out / item.name)
     finally:
-        if had:
-            config.custom_pipelines = previous
-        else:
-            del config.custom_pipelines
-    processor.save_pretrained(out)
-    custom_object_save(VideoGroundingPipeline, out)
-    (out / "README.md").write_text(card, encoding="utf-8")
-    verify_checkpoint_folder(out)
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
-__all__ = ["save_for_hub", "model_card_template", "build_model_card", "verify_checkpoint_folder", "load_metrics", "fill_template"]
+__all__ = [
+    "save_for_hub", "write_remote_code", "build_model_card", "model_card_template", "verify_checkpoint_folder",
+    "load_metrics", "fill_template", "REMOTE_CODE_FILES",
+]

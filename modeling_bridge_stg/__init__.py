@@ -1,7 +1,9 @@
 """bridge-stg: Bridge-STG spatio-temporal video grounding, Hugging Face-native.
 
-Importing the package registers ``bridge_stg`` with ``AutoConfig`` / ``AutoModel`` / ``AutoProcessor``
-(and the ``video-grounding`` pipeline once it exists).
+Importing the package registers ``bridge_stg`` with ``AutoConfig`` / ``AutoModel`` / ``AutoProcessor`` and the
+``video-grounding`` pipeline. This folder (``modeling_bridge_stg/`` in the repository) is also the remote code that
+exported checkpoints carry: every file but this one imports only torch, transformers, numpy, PyAV, PIL and its
+siblings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .errors_bridge_stg import (
     BridgeSTGError,
     FrameSamplingError,
     InvalidQueryError,
+    MissingAssetError,
     PredictionError,
     UnsafePathError,
     VideoDecodeError,
@@ -36,10 +39,8 @@ AutoConfig.register(BridgeSTGConfig.model_type, BridgeSTGConfig, exist_ok=True)
 AutoModel.register(BridgeSTGConfig, BridgeSTGForVideoGrounding, exist_ok=True)
 AutoProcessor.register(BridgeSTGConfig, BridgeSTGProcessor, exist_ok=True)
 
-# checkpoints saved from this package carry the code (auto_map) and load with trust_remote_code=True
-BridgeSTGConfig.register_for_auto_class()
-BridgeSTGForVideoGrounding.register_for_auto_class("AutoModel")
-BridgeSTGProcessor.register_for_auto_class("AutoProcessor")
+# ``save_pretrained`` writes weights and configs only; a self-contained folder (code, auto_map, pipeline
+# registration) is written at export by ``bridge_stg.model_cards.hub.save_for_hub``
 
 PIPELINE_REGISTRY.register_pipeline(
     "video-grounding", pipeline_class=VideoGroundingPipeline, pt_model=AutoModel, type="multimodal"
@@ -66,4 +67,5 @@ __all__ = [
     "AnnotationError",
     "UnsafePathError",
     "PredictionError",
+    "MissingAssetError",
 ]

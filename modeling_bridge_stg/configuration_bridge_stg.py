@@ -16,16 +16,16 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 SUPPORTED_MLLM_TYPES = ("qwen2_5_vl", "qwen3_vl")
-TASKS = ("stvg", "tvg", "rec")
-LOSS_WEIGHT_FIELDS = (
-    "loss_lm_weight",
-    "loss_l1_weight",
-    "loss_giou_weight",
-    "loss_present_weight",
-    "loss_relevance_weight",
-    "loss_contrastive_weight",
-    "loss_span_weight",
-)
+#: the training tasks (the dataset's ``task`` column) and their ``task_ids`` (docs/method.md §3.9)
+TASK_IDS = {"stvg": 0, "tvg": 1, "rec": 2}
+TASKS = tuple(TASK_IDS)
+#: frame sampling defaults of the processor and the reader (docs/method.md §3.2)
+DEFAULT_SAMPLE_FPS = 2.0
+DEFAULT_MAX_FRAMES = 64
+DEFAULT_MIN_FRAMES = 4
+#: the component losses of ``BridgeSTGModelOutput`` (each weighted by ``<name>_weight``)
+COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span")
+LOSS_WEIGHT_FIELDS = tuple(f"{name}_weight" for name in COMPONENT_LOSSES)
 
 
 class BridgeSTGConfig(PreTrainedConfig):
@@ -33,7 +33,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     Configuration of a [`BridgeSTGForVideoGrounding`]: a Qwen-VL video MLLM (temporal reasoning), the
     spatio-temporal semantic bridge (STSB, with explicit temporal alignment) and the query-guided
     spatial decoder (QGSL). Every hyperparameter of the method lives here; defaults follow the
-    reference design (`docs/METHOD.md` of the project), the "tiny" column there is what the tests use.
+    reference design (`docs/method.md` §3.14); the "tiny" column there is what the tests use.
 
     Args:
         mllm_config (`dict` or `PreTrainedConfig`, *optional*):
@@ -72,14 +72,11 @@ class BridgeSTGConfig(PreTrainedConfig):
         max_pixels, min_pixels (`int`): per-frame pixel budget of the resize.
         max_video_tokens (`int`, defaults to 8192): total merged visual-token budget per clip.
         loss_*_weight (`float`): weights of `loss_lm` (1.0), `loss_l1` (5.0), `loss_giou` (2.0),
-            `loss_present` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5) and `loss_span`
+            `loss_presence` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5) and `loss_span`
             (frame start/end cross-entropy, 1.0).
         contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
         answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
         max_new_tokens (`int`, defaults to 24): generation budget of the span answer.
-        freeze_vision (`bool`, defaults to `True`): freeze the vision encoder and merger in training.
-        task_mixture (`dict`, *optional*): sampling weights of `stvg` / `tvg` / `rec` for multi-task
-            training (defaults to 0.6 / 0.2 / 0.2).
 
     Example:
 
@@ -99,7 +96,7 @@ class BridgeSTGConfig(PreTrainedConfig):
 
     model_type = "bridge_stg"
     sub_configs_defaults = {"mllm_config": SubConfigSpec(AutoConfig, model_type="qwen2_5_vl", optional=True)}
-    keys_to_ignore_at_inference = ["hidden_states", "attentions", "layer_boxes", "layer_present_logits", "cache"]
+    keys_to_ignore_at_inference = ["hidden_states", "attentions", "layer_boxes", "layer_presence_logits", "cache"]
 
     mllm_config: dict | PreTrainedConfig | None = None
     bridge_token_ids: list[int] | None = None
@@ -117,24 +114,22 @@ class BridgeSTGConfig(PreTrainedConfig):
     grounding_mode: str = "decoupled"
     num_positive_frames: int = 16
     num_negative_frames: int = 4
-    sample_fps: float = 2.0
-    max_frames: int = 64
-    min_frames: int = 4
+    sample_fps: float = DEFAULT_SAMPLE_FPS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    min_frames: int = DEFAULT_MIN_FRAMES
     max_pixels: int = 256 * 28 * 28
     min_pixels: int = 16 * 28 * 28
     max_video_tokens: int = 8192
     loss_lm_weight: float = 1.0
     loss_l1_weight: float = 5.0
     loss_giou_weight: float = 2.0
-    loss_present_weight: float = 1.0
+    loss_presence_weight: float = 1.0
     loss_relevance_weight: float = 0.5
     loss_contrastive_weight: float = 0.5
     loss_span_weight: float = 1.0
     contrastive_temperature: float = 0.07
     answer_decimals: int = 1
     max_new_tokens: int = 24
-    freeze_vision: bool = True
-    task_mixture: dict | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -148,8 +143,6 @@ class BridgeSTGConfig(PreTrainedConfig):
                     f"mllm_config.model_type: unsupported backbone {model_type!r}; supported: {SUPPORTED_MLLM_TYPES}"
                 )
         super().__post_init__(**kwargs)
-        if self.task_mixture is None:
-            self.task_mixture = {"stvg": 0.6, "tvg": 0.2, "rec": 0.2}
         self.validate_bridge_config()
 
     # ------------------------------------------------------------------ validation
@@ -213,13 +206,6 @@ class BridgeSTGConfig(PreTrainedConfig):
                 raise ValueError(
                     f"bridge_token_ids: expected {self.num_bridge_queries} distinct ids, got {ids}"
                 )
-        if not isinstance(self.task_mixture, dict) or not self.task_mixture:
-            raise ValueError(f"task_mixture: must be a non-empty dict over {TASKS}, got {self.task_mixture!r}")
-        for task, weight in self.task_mixture.items():
-            if task not in TASKS:
-                raise ValueError(f"task_mixture: unknown task {task!r}; known: {TASKS}")
-            if not isinstance(weight, (int, float)) or weight < 0:
-                raise ValueError(f"task_mixture[{task!r}]: must be a non-negative number, got {weight!r}")
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -262,4 +248,5 @@ def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}: must be one of {choices}, got {value!r}")
 
 
-__all__ = ["BridgeSTGConfig"]
+__all__ = ["BridgeSTGConfig", "TASKS", "TASK_IDS", "COMPONENT_LOSSES", "DEFAULT_SAMPLE_FPS", "DEFAULT_MAX_FRAMES",
+           "DEFAULT_MIN_FRAMES"]

@@ -1,7 +1,7 @@
 """The ``video-grounding`` pipeline: a video and one or several sentences -> when (span) and where (tube).
 
 Self-contained remote code: imports only torch, numpy, transformers and sibling files (relatively), so a
-checkpoint folder saved with :func:`bridge_stg.model_cards.hub.save_for_hub` carries it and
+checkpoint folder saved with ``bridge_stg.model_cards.hub.save_for_hub`` carries it and
 ``pipeline("video-grounding", model=folder, trust_remote_code=True)`` runs without the package.
 
 ```python
@@ -15,10 +15,11 @@ checkpoint folder saved with :func:`bridge_stg.model_cards.hub.save_for_hub` car
 Output per query (the video's own frame numbers, seconds from the video start and pixels)::
 
     {"query": str,
-     "span": {"start_frame": int, "end_frame": int (exclusive), "start_time": float, "end_time": float},
+     "span": [start_frame, end_frame],          # half-open frame numbers of the video
+     "span_seconds": [start, end],              # seconds from the video start
+     "span_source": "text" | "frame" | "relevance_fallback",
      "tube": [{"frame": int, "time": float, "score": float,
-               "box": {"xmin": float, "ymin": float, "xmax": float, "ymax": float}}, ...],
-     "span_source": "text" | "frame" | "relevance_fallback"}
+               "box": {"xmin": float, "ymin": float, "xmax": float, "ymax": float}}, ...]}
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ class VideoGroundingPipeline(Pipeline):
             PIL images / arrays), or a dict ``{"video": ..., "text": ..., "video_fps": ...}``, or a list of such
             dicts (one result per dict).
         text (`str` or `list[str]`): the query, or several queries on the same video.
-        fps (`float`, *optional*): sampling rate (default: the processor's ``sample_fps``).
+        sample_fps (`float`, *optional*): sampling rate in frames per second (default: the processor's).
         max_frames (`int`, *optional*): at most this many sampled frames (default: the processor's).
-        video_fps (`float`, *optional*): frame rate of an already-decoded array / list of frames (required for those).
-        threshold (`float`, *optional*): drop tube frames whose box score is below it.
+        video_fps (`float`, *optional*): native frame rate of an already-decoded array / list of frames (required
+            for those).
+        threshold (`float`, *optional*): drop tube frames whose presence score is below it.
         batch_size (`int`, *optional*, defaults to 1): queries grounded together in one model call.
 
     Construction arguments (``pipeline("video-grounding", ...)``): ``model``, ``processor`` (loaded from the
@@ -102,7 +104,7 @@ class VideoGroundingPipeline(Pipeline):
     def _sanitize_parameters(
         self,
         text: str | Sequence[str] | None = None,
-        fps: float | None = None,
+        sample_fps: float | None = None,
         max_frames: int | None = None,
         video_fps: float | None = None,
         threshold: float | None = None,
@@ -113,10 +115,10 @@ class VideoGroundingPipeline(Pipeline):
         pre: dict[str, Any] = {}
         if text is not None:
             pre["text"] = text
-        if fps is not None:
-            if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
-                raise ValueError(f"fps: must be a positive number, got {fps!r}")
-            pre["fps"] = float(fps)
+        if sample_fps is not None:
+            if not (isinstance(sample_fps, (int, float)) and np.isfinite(sample_fps) and sample_fps > 0):
+                raise ValueError(f"sample_fps: must be a positive number, got {sample_fps!r}")
+            pre["sample_fps"] = float(sample_fps)
         if max_frames is not None:
             if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
                 raise ValueError(f"max_frames: must be an integer >= 2, got {max_frames!r}")
@@ -174,7 +176,7 @@ class VideoGroundingPipeline(Pipeline):
         self,
         inputs: dict[str, Any],
         text: Any = None,
-        fps: float | None = None,
+        sample_fps: float | None = None,
         max_frames: int | None = None,
         video_fps: float | None = None,
         batch_size: int = 1,
@@ -196,7 +198,7 @@ class VideoGroundingPipeline(Pipeline):
         else:
             src = video if not isinstance(video, tuple) else list(video)
             decoded = reader(
-                src, fps=fps or proc.sample_fps, max_frames=max_frames or proc.max_frames,
+                src, sample_fps=sample_fps or proc.sample_fps, max_frames=max_frames or proc.max_frames,
                 min_frames=min(proc.min_frames, max_frames or proc.max_frames), video_fps=inputs.get("video_fps"),
             )
         chunks = []
@@ -216,7 +218,7 @@ class VideoGroundingPipeline(Pipeline):
                 tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(dtype)
             out = self.model.ground(**tensors, tokenizer=self.processor.tokenizer)
             fields = {k: v for k, v in out.items() if k in (
-                "pred_span_seconds", "pred_span_frames", "pred_boxes", "pred_scores", "decoded_frame_mask", "span_source",
+                "pred_span_seconds", "pred_span_frames", "pred_boxes", "presence_scores", "decoder_frame_mask", "span_source",
             )}
             for k, v in list(fields.items()):
                 if isinstance(v, torch.Tensor) and v.is_floating_point():
@@ -263,15 +265,12 @@ def _format_result(query: str, res: dict[str, Any], meta: dict[str, Any]) -> dic
             "score": float(score),
             "box": {"xmin": x1, "ymin": y1, "xmax": x2, "ymax": y2},
         })
-    span = res["span"]
     return {
         "query": query,
-        "span": {
-            "start_frame": int(span["start_frame"]), "end_frame": int(span["end_frame"]),
-            "start_time": float(span["start_time"]), "end_time": float(span["end_time"]),
-        },
-        "tube": tube,
+        "span": [int(v) for v in res["span"]],
+        "span_seconds": [float(v) for v in res["span_seconds"]],
         "span_source": res.get("span_source"),
+        "tube": tube,
     }
 
 

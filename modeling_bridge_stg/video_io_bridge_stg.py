@@ -31,14 +31,12 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from .configuration_bridge_stg import DEFAULT_MAX_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_SAMPLE_FPS
 from .errors_bridge_stg import FrameSamplingError, VideoDecodeError
 
 
 VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, Sequence[Any]]
 
-DEFAULT_SAMPLE_FPS = 2.0
-DEFAULT_MAX_FRAMES = 64
-DEFAULT_MIN_FRAMES = 4
 _EPS = 1e-6
 DECODER_THREAD_TYPE = "AUTO"  # FFmpeg frame + slice threads for decoding (PyAV thread_type)
 
@@ -501,7 +499,7 @@ def _decode_needed(c: _Container, index: _Index, wanted: list[int], use_skip: bo
 
 def read_video(
     source: VideoSource,
-    fps: float = DEFAULT_SAMPLE_FPS,
+    sample_fps: float = DEFAULT_SAMPLE_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     min_frames: int = DEFAULT_MIN_FRAMES,
     frame_ids: Sequence[int] | None = None,
@@ -513,11 +511,11 @@ def read_video(
     Args:
         source: a path (``str`` / ``os.PathLike``), ``bytes``, a binary file object, a ``uint8`` array
             ``(T, H, W, 3)`` or a list of PIL images (the last two need ``video_fps``).
-        fps: sampling rate in frames per second (default 2.0), ignored when ``frame_ids`` is given.
+        sample_fps: sampling rate in frames per second (default 2.0), ignored when ``frame_ids`` is given.
         max_frames, min_frames: sampling caps (see :func:`sample_frame_ids`).
         frame_ids: explicit original frame ids to read (any order, duplicates allowed; returned sorted).
         segment: half-open ``(start, end)`` frame-id range to sample from (default: whole video).
-        video_fps: frame rate of already-decoded input.
+        video_fps: the native frame rate of already-decoded input.
 
     Returns:
         :class:`DecodedVideo` with ``frames`` ``(T, H, W, 3)`` uint8, ``frame_ids``, ``timestamps``
@@ -526,16 +524,16 @@ def read_video(
     Raises:
         VideoDecodeError: missing / unreadable / corrupt file, no video stream, no frames, a frame that
             cannot be decoded.
-        FrameSamplingError: fps <= 0, an empty or out-of-range segment, frame ids outside the video.
+        FrameSamplingError: sample_fps <= 0, an empty or out-of-range segment, frame ids outside the video.
     """
-    if frame_ids is None and not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise FrameSamplingError(f"{_source_name(source)[0]}: sampling fps must be > 0, got {fps!r}")
+    if frame_ids is None and not (isinstance(sample_fps, (int, float)) and math.isfinite(sample_fps) and sample_fps > 0):
+        raise FrameSamplingError(f"{_source_name(source)[0]}: sample_fps must be > 0, got {sample_fps!r}")
     if _is_decoded(source):
-        return _read_decoded(source, fps, max_frames, min_frames, frame_ids, segment, video_fps)
+        return _read_decoded(source, sample_fps, max_frames, min_frames, frame_ids, segment, video_fps)
     with _Container(source) as c:
         index = _build_index(c)
         meta = _metadata(c, index)
-        ids = _resolve_ids(meta, index.times, fps, max_frames, min_frames, frame_ids, segment)
+        ids = _resolve_ids(meta, index.times, sample_fps, max_frames, min_frames, frame_ids, segment)
         unique = sorted(set(ids))
         decoded = _decode_needed(c, index, unique, use_skip=True)
         if len(decoded) < len(unique):
@@ -559,7 +557,7 @@ def read_video(
 def _resolve_ids(
     meta: VideoMetadata,
     times: np.ndarray,
-    fps: float,
+    sample_fps: float,
     max_frames: int,
     min_frames: int,
     frame_ids: Sequence[int] | None,
@@ -581,7 +579,7 @@ def _resolve_ids(
             raise FrameSamplingError(f"{where}: requested frame ids {outside[:10]} are outside the segment [{lo}, {hi})")
         return sorted(ids)
     return sample_frame_ids(
-        meta.num_frames, meta.fps, sample_fps=fps, max_frames=max_frames, min_frames=min_frames,
+        meta.num_frames, meta.fps, sample_fps=sample_fps, max_frames=max_frames, min_frames=min_frames,
         segment=segment, frame_times=times, name=where,
     )
 
@@ -630,7 +628,7 @@ def _array_metadata(frames: np.ndarray, video_fps: float | None) -> VideoMetadat
 
 def _read_decoded(
     source: Any,
-    fps: float,
+    sample_fps: float,
     max_frames: int,
     min_frames: int,
     frame_ids: Sequence[int] | None,
@@ -640,7 +638,7 @@ def _read_decoded(
     arr = _decoded_to_array(source)
     meta = _array_metadata(arr, video_fps)
     times = np.arange(meta.num_frames, dtype=np.float64) / meta.fps
-    ids = _resolve_ids(meta, times, fps, max_frames, min_frames, frame_ids, segment)
+    ids = _resolve_ids(meta, times, sample_fps, max_frames, min_frames, frame_ids, segment)
     seg = _check_segment(segment, meta.num_frames, meta.name)
     return DecodedVideo(
         frames=np.ascontiguousarray(arr[ids]), frame_ids=ids, timestamps=[float(times[i]) for i in ids],

@@ -1,4 +1,4 @@
-"""Data collator: canonical dataset rows -> model inputs + training targets (design.md §2, METHOD §3.7, §3.9).
+"""Data collator: canonical dataset rows -> model inputs + training targets (design.md §2, docs/method.md §3.7, §3.9).
 
 :class:`BridgeSTGDataCollator` is what ``transformers.Trainer`` (``data_collator=``) or a plain
 ``torch.utils.data.DataLoader`` (``collate_fn=``) calls on a list of canonical rows
@@ -9,7 +9,7 @@
    ``video_root`` with :func:`~bridge_stg.processing.paths.resolve_video_path` (absolute paths and
    escapes raise :class:`UnsafePathError`);
 3. decodes the frames it needs with the PyAV reader (:func:`bridge_stg.read_video`): the sampling of
-   METHOD §3.2 over ``[segment_start, segment_end)``. ``rec`` rows are one image, opened with PIL and
+   docs/method.md §3.2 over ``[segment_start, segment_end)``. ``rec`` rows are one image, opened with PIL and
    given to the reader as a one-frame clip, which repeats it into the two frames of one temporal group;
 4. builds the prompt and tensors with :class:`~bridge_stg.BridgeSTGProcessor`.
 
@@ -44,14 +44,14 @@ import numpy as np
 import torch
 from transformers.feature_extraction_utils import BatchFeature
 
+from bridge_stg.configuration_bridge_stg import TASK_IDS
 from bridge_stg.errors_bridge_stg import AnnotationError, BridgeSTGError, VideoDecodeError
+from bridge_stg.modeling_bridge_stg import sample_decoder_frames
 from bridge_stg.video_io_bridge_stg import DecodedVideo, read_video
 
 from .paths import resolve_video_path
 from .schema import COLUMNS, validate_row
 
-#: ``task`` column -> ``task_ids`` value (the model's ``TASK_IDS``).
-TASK_IDS: dict[str, int] = {"stvg": 0, "tvg": 1, "rec": 2}
 _SAMPLE_INDEX = re.compile(r"\bsample (\d+)\b")
 
 
@@ -86,11 +86,11 @@ class BridgeSTGDataCollator:
         seed (`int`, defaults to 0): seed of the decoder-frame draw (only with ``num_positive_frames`` /
             ``num_negative_frames``); the draw for a row depends on ``(seed, epoch, query_id)`` only, so it is
             the same in any worker process and after resuming.
-        fps (`float`, *optional*), max_frames (`int`, *optional*), min_frames (`int`, *optional*): override
-            the processor's sampling.
+        sample_fps (`float`, *optional*), max_frames (`int`, *optional*), min_frames (`int`, *optional*):
+            override the processor's sampling.
         num_positive_frames (`int`, *optional*), num_negative_frames (`int`, *optional*): when given
-            (training only), the collator draws ``decoder_frame_mask`` itself (METHOD §3.7: up to that many
-            sampled frames inside / outside the GT span, uniformly without replacement; none for ``tvg``).
+            (training only), the collator draws ``decoder_frame_mask`` itself with the model's
+            ``sample_decoder_frames`` (docs/method.md §3.7) from its own seeded draw; none for ``tvg``.
             When both are `None` the key is left out and the model draws the frames from its own config.
         check_size (`bool`, defaults to `True`): raise [`AnnotationError`] when the decoded video's size
             differs from the row's ``width`` / ``height`` (the boxes would be normalised by the wrong size).
@@ -115,7 +115,7 @@ class BridgeSTGDataCollator:
         video_root: str | os.PathLike[str] | None = None,
         training: bool = True,
         seed: int = 0,
-        fps: float | None = None,
+        sample_fps: float | None = None,
         max_frames: int | None = None,
         min_frames: int | None = None,
         num_positive_frames: int | None = None,
@@ -129,9 +129,9 @@ class BridgeSTGDataCollator:
         self.video_root = None if video_root is None else str(video_root)
         self.training = bool(training)
         self.seed = int(seed)
-        self.fps = float(fps) if fps is not None else float(processor.sample_fps)
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps: must be a positive number, got {fps!r}")
+        self.sample_fps = float(sample_fps) if sample_fps is not None else float(processor.sample_fps)
+        if not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
+            raise ValueError(f"sample_fps: must be a positive number, got {sample_fps!r}")
         self.max_frames = int(max_frames) if max_frames is not None else int(processor.max_frames)
         self.min_frames = int(min_frames) if min_frames is not None else int(processor.min_frames)
         if self.max_frames < 2 or self.max_frames % 2 or not 1 <= self.min_frames <= self.max_frames:
@@ -194,12 +194,12 @@ class BridgeSTGDataCollator:
             if row["task"] == "rec":
                 image = _open_image(source, qid)
                 video = read_video(
-                    image[None], fps=self.fps, max_frames=self.max_frames, min_frames=self.min_frames,
+                    image[None], sample_fps=self.sample_fps, max_frames=self.max_frames, min_frames=self.min_frames,
                     segment=segment, video_fps=float(row["fps"]),
                 )
             else:
                 video = read_video(
-                    source if isinstance(source, bytes) else str(source), fps=self.fps, max_frames=self.max_frames,
+                    source if isinstance(source, bytes) else str(source), sample_fps=self.sample_fps, max_frames=self.max_frames,
                     min_frames=self.min_frames, segment=segment,
                 )
         except BridgeSTGError as exc:
@@ -232,8 +232,8 @@ class BridgeSTGDataCollator:
             task_ids=task_ids, training=self.training, max_length=self.max_length, return_tensors="pt",
         )
         if self.training:
-            kwargs["spans"] = [(int(r["tube_start"]), int(r["tube_end"])) for r in rows]
-            kwargs["boxes"] = [
+            kwargs["target_spans"] = [(int(r["tube_start"]), int(r["tube_end"])) for r in rows]
+            kwargs["target_boxes"] = [
                 None if t == "tvg" else {"frame_ids": list(r["frame_ids"]), "boxes": [list(b) for b in r["boxes"]]}
                 for t, r in zip(tasks, rows)
             ]
@@ -257,21 +257,15 @@ class BridgeSTGDataCollator:
     def _decoder_frames(
         self, frame_labels: torch.Tensor, frame_mask: torch.Tensor, qids: list[str], tasks: list[str]
     ) -> torch.Tensor:
-        """``(B, F)`` bool: up to ``num_positive_frames`` frames with label 1 and ``num_negative_frames`` with
-        label 0, uniformly without replacement, from ``default_rng([seed, epoch, crc32(query_id)])``; none for tvg."""
-        out = torch.zeros_like(frame_mask, dtype=torch.bool)
-        labels = frame_labels.numpy()
-        valid = frame_mask.numpy()
-        for i, (qid, task) in enumerate(zip(qids, tasks)):
-            if task == "tvg":
-                continue
-            rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(qid.encode("utf-8"))])
-            for value, limit in ((1, self.num_positive_frames), (0, self.num_negative_frames)):
-                idx = np.flatnonzero(valid[i] & (labels[i] == value))
-                if limit and idx.size:
-                    pick = rng.choice(idx, size=min(limit, idx.size), replace=False)
-                    out[i, torch.from_numpy(pick)] = True
-        return out
+        """``(B, F)`` bool from the model's ``sample_decoder_frames``; the random draw of row ``i`` comes from
+        ``default_rng([seed, epoch, crc32(query_id)])``, so it is the same in any worker and after resuming."""
+        scores = torch.from_numpy(np.stack([
+            np.random.default_rng([self.seed, self.epoch, zlib.crc32(qid.encode("utf-8"))]).random(frame_mask.shape[1])
+            for qid in qids
+        ])).float()
+        task_ids = torch.tensor([TASK_IDS[t] for t in tasks])
+        return sample_decoder_frames(frame_labels, frame_mask.bool(), task_ids, self.num_positive_frames,
+                                     self.num_negative_frames, scores=scores)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -297,4 +291,4 @@ def _open_image(source: bytes | Path, qid: str) -> np.ndarray:
         raise VideoDecodeError(f"query_id {qid!r}: cannot read the image {where!r} ({exc})") from None
 
 
-__all__ = ["BridgeSTGDataCollator", "BridgeSTGBatch", "TASK_IDS"]
+__all__ = ["BridgeSTGDataCollator", "BridgeSTGBatch"]

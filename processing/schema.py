@@ -37,9 +37,9 @@ from typing import Any, Mapping
 import numpy as np
 from datasets import Features, List, Value
 
+from bridge_stg.configuration_bridge_stg import TASKS
 from bridge_stg.errors_bridge_stg import AnnotationError
 
-TASKS = ("stvg", "tvg", "rec")
 QUERY_TYPES = ("declarative", "interrogative")
 
 #: The one ``datasets.Features`` every writer of this package uses.

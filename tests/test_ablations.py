@@ -33,8 +33,8 @@ def _build(tok, **overrides) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGProce
 
 def _train_tensors(processor, clip) -> dict:
     inputs = processor(
-        videos=[clip.frames], text=[clip.query], video_fps=[clip.fps], spans=[(clip.tube_start, clip.tube_end)],
-        boxes=[{"frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]}], training=True,
+        videos=[clip.frames], text=[clip.query], video_fps=[clip.fps], target_spans=[(clip.tube_start, clip.tube_end)],
+        target_boxes=[{"frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]}], training=True,
     )
     return {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
@@ -48,15 +48,15 @@ def test_defaults_are_the_full_method() -> None:
 @pytest.mark.parametrize("layers", [1, 2])
 def test_bridge_num_layers_controls_the_fused_layers(tok, clip, layers) -> None:
     model, processor = _build(tok, bridge_num_layers=layers)
-    assert model.stg_bridge.bridge_fusion.layer_logits.numel() == layers
+    assert model.stsb.bridge_fusion.layer_logits.numel() == layers
     seen: list[int] = []
-    original = model.stg_bridge.bridge_fusion.forward
+    original = model.stsb.bridge_fusion.forward
 
     def spy(states):
         seen.append(len(states))
         return original(states)
 
-    model.stg_bridge.bridge_fusion.forward = spy
+    model.stsb.bridge_fusion.forward = spy
     model.eval()
     model(**_train_tensors(processor, clip))
     assert seen == [layers]
@@ -70,15 +70,15 @@ def test_eta_off_decodes_every_frame(tok, clip) -> None:
         inf_kwargs = {k: v for k, v in inf.items() if isinstance(v, torch.Tensor)}
         out = model.ground(**inf_kwargs, tokenizer=tok)
         s, e = out.pred_span_frames[0].tolist()
-        decoded = out.decoded_frame_mask[0]
+        decoded = out.decoder_frame_mask[0]
         if eta:
-            assert decoded.nonzero().flatten().tolist() == list(range(s, e + 1))
+            assert decoded.nonzero().flatten().tolist() == list(range(s, e))
         else:
             assert torch.equal(decoded, inf_kwargs["frame_mask"][0])
         # training: ETA off runs the decoder on every valid frame too
         model.train()
         train = _train_tensors(processor, clip)
-        dec = model(**train).decoded_frame_mask[0]
+        dec = model(**train).decoder_frame_mask[0]
         if eta:
             assert int(dec.sum()) <= model.config.num_positive_frames + model.config.num_negative_frames
             labels = train["frame_labels"][0]
@@ -95,13 +95,13 @@ def test_no_negative_frames(tok, clip) -> None:
     assert (labels == 0).any() and (labels == 1).any()
     for _ in range(5):  # sampling is random: never a negative
         out = model(**train)
-        dec = out.decoded_frame_mask[0]
+        dec = out.decoder_frame_mask[0]
         assert dec.any() and not (dec & (labels == 0)).any()
     # the relevance loss sees positives only (all targets 1), the contrastive term has no negatives
     assert out.loss_contrastive.item() == 0.0
     full, processor_full = _build(tok)
     full.train()
-    negs = [int((full(**train).decoded_frame_mask[0] & (labels == 0)).sum()) for _ in range(5)]
+    negs = [int((full(**train).decoder_frame_mask[0] & (labels == 0)).sum()) for _ in range(5)]
     assert max(negs) > 0
 
 

@@ -230,15 +230,15 @@ def test_inference_mode_and_post_processing(data, processor):
     assert batch["attention_mask"][:, -1].eq(1).all()
     head = processor.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     assert batch["input_ids"][:, -len(head):].tolist() == [head, head]
-    # metadata feeds post_process_grounding: sampled indices 1..3 -> frames [5, 16)
+    # metadata feeds post_process_grounding: sampled indices [1, 4) -> frames [5, 16)
     F = batch["frame_mask"].shape[1]
     outputs = {
-        "pred_span_frames": torch.tensor([[1, 3], [1, 3]]),
+        "pred_span_frames": torch.tensor([[1, 4], [1, 4]]),
         "pred_boxes": torch.tensor([0.5, 0.5, 0.5, 0.5]).expand(2, F, 4),
-        "pred_scores": torch.ones(2, F),
+        "presence_scores": torch.ones(2, F),
     }
     res = processor.post_process_grounding(outputs, batch)
-    assert res[0]["span"]["start_frame"] == 5 and res[0]["span"]["end_frame"] == 16
+    assert res[0]["span"][0] == 5 and res[0]["span"][1] == 16
     assert res[0]["frames"] == [5, 10, 15]
     np.testing.assert_allclose(res[0]["boxes"][0], [16, 12, 48, 36])
     assert [m["query_id"] for m in batch.video_metadata] == [r["query_id"] for r in rows]
@@ -248,7 +248,7 @@ def test_sampling_overrides(data, processor):
     batch = BridgeSTGDataCollator(processor, data["root"], max_frames=4, min_frames=4)([data["stvg"][0]])
     ids = batch["frame_ids"][0].tolist()
     assert len(ids) == 4 and ids[0] == 0 and ids[-1] == T - 1
-    batch = BridgeSTGDataCollator(processor, data["root"], fps=1.0, min_frames=2)([data["stvg"][0]])
+    batch = BridgeSTGDataCollator(processor, data["root"], sample_fps=1.0, min_frames=2)([data["stvg"][0]])
     assert batch["frame_ids"][0].tolist() == [0, 10, 20, 20]  # 3 frames at 1 fps, made even by repeating the last
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-from bridge_stg.processing_bridge_stg import parse_coupled_answer
+from bridge_stg.coupled_bridge_stg import parse_coupled_answer
 from bridge_stg.processing.synthetic import render_synthetic_clip
 from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids, build_compact_tokenizer
@@ -85,8 +85,8 @@ def coupled() -> tuple[BridgeSTGForVideoGrounding, BridgeSTGProcessor, object]:
 
 def _train_inputs(processor: BridgeSTGProcessor, clip) -> dict:
     return processor(
-        videos=[clip.frames], text=[clip.query], video_fps=[clip.fps], spans=[(clip.tube_start, clip.tube_end)],
-        boxes=[{"frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]}], training=True,
+        videos=[clip.frames], text=[clip.query], video_fps=[clip.fps], target_spans=[(clip.tube_start, clip.tube_end)],
+        target_boxes=[{"frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]}], training=True,
     )
 
 
@@ -124,7 +124,7 @@ def test_coupled_model_trains_a_step_and_grounds(coupled) -> None:
     assert out.loss_l1.item() == 0.0
     out.loss.backward()
     assert model.mllm.lm_head.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.stg_decoder.parameters())  # the decoder is not used
+    assert all(p.grad is None for p in model.qgsl.parameters())  # the decoder is not used
     optim.step()
     optim.zero_grad()
     assert model(**tensors).loss.item() < out.loss.item()
@@ -136,7 +136,7 @@ def test_coupled_model_trains_a_step_and_grounds(coupled) -> None:
     assert g.span_source[0] in ("coupled", "coupled_boxes", "coupled_no_boxes", "unparsable")
     span, boxes, bad = parse_coupled_answer(g.generated_text[0], inf["frame_timestamps"][0].tolist(), None)
     assert g.num_malformed[0] == bad
-    assert g.decoded_frame_mask[0].sum().item() == len(boxes)
+    assert g.decoder_frame_mask[0].sum().item() == len(boxes)
     res = processor.post_process_grounding(g, inf.video_metadata)[0]
     if g.span_source[0] == "unparsable":
         assert res["boxes"] == []
@@ -158,14 +158,14 @@ def test_coupled_ground_parses_a_forced_answer(coupled, monkeypatch) -> None:
     monkeypatch.setattr(model.mllm, "generate", fake_generate)
     g = model.ground(**{k: v for k, v in inf.items() if isinstance(v, torch.Tensor)}, tokenizer=tok)
     assert g.span_source == ["coupled"] and g.num_malformed == [1]
-    assert g.pred_span_frames[0].tolist() == [1, 2]
-    assert g.decoded_frame_mask[0].nonzero().flatten().tolist() == [1]
+    assert g.pred_span_frames[0].tolist() == [1, 3]
+    assert g.decoder_frame_mask[0].nonzero().flatten().tolist() == [1]
     torch.testing.assert_close(g.pred_boxes[0, 1], torch.tensor([0.2, 0.3, 0.2, 0.4]))
     garbage = tok("HereHere", add_special_tokens=False)["input_ids"]
     monkeypatch.setattr(model.mllm, "generate", lambda input_ids, **kw: torch.cat(
         [input_ids, torch.tensor([garbage] * input_ids.shape[0])], 1))
     g = model.ground(**{k: v for k, v in inf.items() if isinstance(v, torch.Tensor)}, tokenizer=tok)
-    assert g.span_source == ["unparsable"] and g.num_malformed[0] >= 1 and not g.decoded_frame_mask.any()
+    assert g.span_source == ["unparsable"] and g.num_malformed[0] >= 1 and not g.decoder_frame_mask.any()
     assert processor.post_process_grounding(g, inf.video_metadata)[0]["boxes"] == []
 
 
@@ -173,11 +173,11 @@ def test_coupled_ground_parses_a_forced_answer(coupled, monkeypatch) -> None:
 def test_default_generation_budget_fits_a_full_answer(which, compact_tokenizer, qwen_tokenizer) -> None:
     """The coupled model's default budget (config.max_new_tokens + COUPLED_TOKENS_PER_FRAME per sampled frame)
     holds a worst-case well-formed answer: 64 frames up to 31.5 s, every box with 4-digit coordinates."""
-    from bridge_stg.modeling_bridge_stg import COUPLED_TOKENS_PER_FRAME
+    from bridge_stg.coupled_bridge_stg import COUPLED_TOKENS_PER_FRAME, format_coupled_answer
 
     tok = compact_tokenizer if which == "compact" else qwen_tokenizer
     processor = BridgeSTGProcessor(tokenizer=tok, num_bridge_queries=4, grounding_mode="coupled")
     ts = [i * 0.5 for i in range(64)]
-    answer = processor.format_coupled_answer(10.5, 31.5, ts, [[0.5, 0.5, 1.0, 1.0]] * 64)
+    answer = format_coupled_answer(processor, 10.5, 31.5, ts, [[0.5, 0.5, 1.0, 1.0]] * 64)
     n = len(tok(answer, add_special_tokens=False)["input_ids"]) + 1  # + <|im_end|>
     assert n <= BridgeSTGConfig().max_new_tokens + COUPLED_TOKENS_PER_FRAME * 64, n

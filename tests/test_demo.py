@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from bridge_stg.commands.cli import main as cli_main
+from helpers_grounding import pipeline_without_the_package
 from bridge_stg.training.demo import (
     TEST_STREAM, TRAIN_STREAM, VALIDATION_STREAM, clip_rng, demo_checkpoint_path, render_clips, trivial_baseline_rows,
 )
@@ -77,9 +78,23 @@ def test_demo_on_shipped_checkpoint(tmp_path: Path) -> None:
     _check_metrics_json(out / "metrics.json", 4)
     example = json.loads((out / "example.json").read_text())
     span = example["prediction"]["span"]
-    assert 0 <= span["start_frame"] < span["end_frame"] <= example["num_frames"]
+    assert 0 <= span[0] < span[1] <= example["num_frames"]
     with av.open(str(out / "example.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == example["num_frames"] and frames[0].shape[1] == example["width"]
     assert (out / "example_input.mp4").is_file()
     assert (out / "checkpoint" / "model.safetensors").is_file()
+    # the folder the demo writes is self-contained: it loads as remote code where bridge_stg cannot be imported
+    got = pipeline_without_the_package(out / "checkpoint", out / "example_input.mp4", [example["query"]], tmp_path)
+    assert got["out"][0]["span"] == example["prediction"]["span"]
+    assert [t["frame"] for t in got["out"][0]["tube"]] == [t["frame"] for t in example["prediction"]["tube"]]
+
+
+def test_shipped_checkpoint_holds_no_code() -> None:
+    """The checkpoint inside the package is data only: weights, config, tokenizer, processor config, card (code is
+    written at export by save_for_hub, see bridge_stg.model_cards.hub)."""
+    names = sorted(p.name for p in DEMO_CHECKPOINT.iterdir())
+    assert not [n for n in names if n.endswith(".py")], names
+    assert {"config.json", "model.safetensors", "processor_config.json", "README.md"} <= set(names)
+    config = json.loads((DEMO_CHECKPOINT / "config.json").read_text())
+    assert "auto_map" not in config and "custom_pipelines" not in config

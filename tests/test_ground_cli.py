@@ -65,7 +65,7 @@ def test_ground_writes_annotated_mp4_and_json(checkpoint, clip_file, tmp_path, c
     bottom = slice(clip.height - 30, clip.height - 2)  # below the query text; boxes may cross it, so use the median
     assert np.median(np.abs(frames[0][bottom].astype(int) - src[0][bottom].astype(int))) < 12
     # timeline: the span is drawn in the query colour, outside it the bar is grey
-    s, e = res["span"]["start_frame"], res["span"]["end_frame"]
+    s, e = res["span"][0], res["span"][1]
     row = frames[0][clip.height + GAP + ROW // 2].astype(int)
     x_in = int((s + e) / 2 / clip.num_frames * clip.width)
     assert row[x_in, 0] > 180 and row[x_in, 2] < 120, row[x_in]  # red
@@ -140,7 +140,7 @@ def test_without_model_and_without_demo_is_a_clear_error(clip_file, monkeypatch,
 
 
 def test_box_interpolation_and_frame_drawing():
-    res = {"query": "q", "span": {"start_frame": 2, "end_frame": 9, "start_time": 0.2, "end_time": 0.9},
+    res = {"query": "q", "span": [2, 9], "span_seconds": [0.2, 0.9],
            "tube": [{"frame": 2, "time": 0.2, "score": 0.5, "box": {"xmin": 0, "ymin": 0, "xmax": 10, "ymax": 10}},
                     {"frame": 6, "time": 0.6, "score": 0.9, "box": {"xmin": 20, "ymin": 0, "xmax": 30, "ymax": 10}}]}
     assert box_at(res, 1) is None and box_at(res, 9) is None

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import textwrap
 
 import pytest
 from huggingface_hub import ModelCard
@@ -19,7 +16,7 @@ from bridge_stg.errors_bridge_stg import MissingAssetError
 from bridge_stg.model_cards.hub import model_card_template
 from bridge_stg.training.demo import demo_checkpoint_path
 from bridge_stg.model_cards.hub import REMOTE_CODE_FILES, fill_template, save_for_hub
-from helpers_grounding import check_result, synthetic_clip, tiny_model_and_processor
+from helpers_grounding import check_result, pipeline_without_the_package, synthetic_clip, tiny_model_and_processor
 
 METRICS = {
     "protocol": "tubedetr",
@@ -105,33 +102,7 @@ def test_remote_code_pipeline_without_the_package(checkpoint, model_and_processo
     path, clip = clip_file
     model, processor = model_and_processor
     expected = pipeline("video-grounding", model=model, processor=processor, device="cpu")(path, text=[clip.query, "x"])
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, json, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "bridge_stg" or name.startswith("bridge_stg."):
-                    raise ImportError("bridge_stg is blocked in this test")
-        sys.meta_path.insert(0, Block())
-        try:
-            import bridge_stg
-            raise SystemExit("bridge_stg should not be importable")
-        except ImportError:
-            pass
-        from transformers import pipeline
-        pipe = pipeline("video-grounding", model={checkpoint!r}, trust_remote_code=True, device="cpu")
-        out = pipe({path!r}, text=[{clip.query!r}, "x"])
-        assert not any(m == "bridge_stg" or m.startswith("bridge_stg.") for m in sys.modules)
-        print("RESULT" + json.dumps({{"cls": type(pipe).__module__, "out": out}}))
-        """
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300, stdin=subprocess.DEVNULL)
-    assert res.returncode == 0, res.stderr[-3000:]
-    line = next(x for x in res.stdout.splitlines() if x.startswith("RESULT"))
-    payload = json.loads(line[len("RESULT"):])
-    assert payload["cls"].startswith("transformers_modules.")
+    payload = pipeline_without_the_package(checkpoint, path, [clip.query, "x"], tmp_path)
     out = payload["out"]
     assert [r["query"] for r in out] == [clip.query, "x"]
     for got, want in zip(out, expected):

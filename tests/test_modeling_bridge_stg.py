@@ -19,7 +19,7 @@ from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids
 
 BACKBONES = ["qwen2_5_vl", "qwen3_vl"]
-LOSS_NAMES = ["loss_lm", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive", "loss_span"]
+LOSS_NAMES = ["loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span"]
 
 
 class BridgeSTGModelTester:
@@ -56,8 +56,8 @@ class BridgeSTGModelTester:
         frames2, boxes2, _ = self.clip(num_frames=12, seed=1)
         return self.processor(
             videos=[frames, frames2], text=["the white square", "where is the square?"], video_fps=[fps, fps],
-            spans=[span, (2, 8)],
-            boxes=[{f: boxes[f] for f in range(*span)}, {f: boxes2[f] for f in range(2, 8)}],
+            target_spans=[span, (2, 8)],
+            target_boxes=[{f: boxes[f] for f in range(*span)}, {f: boxes2[f] for f in range(2, 8)}],
             training=True,
         )
 
@@ -88,10 +88,10 @@ def test_forward_backward_every_component(tester):
     out.loss.backward()
     llm_q = model.mllm.model.language_model.layers[0].self_attn.q_proj.weight.grad
     assert llm_q is not None and llm_q.abs().sum() > 0
-    assert model.stg_bridge.bridge_embeddings.grad.abs().sum() > 0
-    assert model.stg_bridge.bridge_fusion.layer_logits.grad.abs().sum() > 0
-    assert model.stg_decoder.layers[0].cross_attn.q_proj.weight.grad.abs().sum() > 0
-    assert model.stg_heads.box_heads.ref_mlp[0].weight.grad.abs().sum() > 0
+    assert model.stsb.bridge_embeddings.grad.abs().sum() > 0
+    assert model.stsb.bridge_fusion.layer_logits.grad.abs().sum() > 0
+    assert model.qgsl.layers[0].cross_attn.q_proj.weight.grad.abs().sum() > 0
+    assert model.qgsl.heads.ref_mlp[0].weight.grad.abs().sum() > 0
     model.zero_grad()
 
 
@@ -99,7 +99,7 @@ def test_decoder_runs_only_on_sampled_positive_and_negative_frames(tester):
     model = tester.model.train()
     batch = tester.training_batch()
     out = model(**batch)
-    decoded = out.decoded_frame_mask
+    decoded = out.decoder_frame_mask
     labels = batch["frame_labels"]
     n_pos = ((labels == 1) & decoded).sum(1)
     n_neg = ((labels == 0) & decoded).sum(1)
@@ -116,13 +116,13 @@ def test_ground_returns_span_and_boxes(tester):
     assert out.pred_span_seconds.shape == (B, 2) and out.pred_boxes.shape == (B, F, 4)
     assert (out.pred_span_seconds[:, 0] < out.pred_span_seconds[:, 1]).all()
     s, e = out.pred_span_frames[:, 0], out.pred_span_frames[:, 1]
-    assert (s <= e).all()
-    assert out.decoded_frame_mask.sum() >= B  # at least one frame per query (ETA)
+    assert (s < e).all()  # half-open, never empty
+    assert out.decoder_frame_mask.sum() >= B  # at least one frame per query (ETA)
     assert ((out.pred_boxes >= 0) & (out.pred_boxes <= 1)).all()
     assert set(out.span_source) <= {"text", "frame", "relevance_fallback"}
     results = tester.processor.post_process_grounding(out, inputs.video_metadata)
     for res in results:
-        assert 0 <= res["span"]["start_frame"] < res["span"]["end_frame"] <= 16
+        assert 0 <= res["span"][0] < res["span"][1] <= 16
         for box in res["boxes"]:
             assert 0 <= box[0] <= box[2] <= 56 and 0 <= box[1] <= box[3] <= 56
     frame_out = model.ground(**inputs, span_source="frame")
@@ -137,7 +137,8 @@ def test_save_load_round_trip_and_automodel(tester, tmp_path):
     files = os.listdir(tmp_path)
     assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["auto_map"]["AutoModel"].endswith("BridgeSTGForVideoGrounding")
+    # save_pretrained writes weights and configs only; code and auto_map are written at export (save_for_hub)
+    assert "auto_map" not in config and not any(f.endswith(".py") for f in files)
     loaded = BridgeSTGForVideoGrounding.from_pretrained(tmp_path).eval()
     auto = AutoModel.from_pretrained(tmp_path).eval()
     assert type(auto) is BridgeSTGForVideoGrounding
@@ -153,14 +154,14 @@ def test_save_load_round_trip_and_automodel(tester, tmp_path):
 def test_bf16_loading_and_gradient_checkpointing(tester, tmp_path):
     tester.model.save_pretrained(tmp_path)
     bf16 = BridgeSTGForVideoGrounding.from_pretrained(tmp_path, dtype=torch.bfloat16)
-    assert bf16.stg_decoder.layers[0].ffn[0].weight.dtype == torch.bfloat16
+    assert bf16.qgsl.layers[0].ffn[0].weight.dtype == torch.bfloat16
     assert bf16.mllm.lm_head.weight.dtype == torch.bfloat16
     model = BridgeSTGForVideoGrounding.from_pretrained(tmp_path).train()
     model.gradient_checkpointing_enable()
     assert model.is_gradient_checkpointing
     out = model(**tester.training_batch())
     out.loss.backward()
-    assert model.stg_decoder.layers[0].ffn[0].weight.grad is not None
+    assert model.qgsl.layers[0].ffn[0].weight.grad is not None
 
 
 def test_resize_token_embeddings_and_repr(tester):
@@ -233,9 +234,10 @@ def test_unknown_backbone_and_no_implicit_backbone():
 
 
 def test_remote_code_load_without_package(tester, tmp_path):
-    tester.model.save_pretrained(tmp_path)
-    tester.processor.save_pretrained(tmp_path)
-    for name in ("modeling_bridge_stg.py", "configuration_bridge_stg.py", "processing_bridge_stg.py"):
+    from bridge_stg.model_cards.hub import REMOTE_CODE_FILES, save_for_hub
+
+    save_for_hub(tester.model, tester.processor, tmp_path)
+    for name in ("modeling_bridge_stg.py", "configuration_bridge_stg.py", "processing_bridge_stg.py", *REMOTE_CODE_FILES):
         assert (tmp_path / name).exists(), name
     script = textwrap.dedent(
         f"""
@@ -268,8 +270,8 @@ def test_overfit_one_clip_box_loss_falls_tenfold(qwen_tokenizer):
     model = tester.model.train()
     frames, boxes, fps = tester.clip(num_frames=8, size=112)
     batch = tester.processor(
-        videos=[frames], text=["the white square"], video_fps=[fps], spans=[(0, 8)],
-        boxes=[boxes], training=True,
+        videos=[frames], text=["the white square"], video_fps=[fps], target_spans=[(0, 8)],
+        target_boxes=[boxes], training=True,
     )
     batch["decoder_frame_mask"] = batch["frame_mask"]
     params = [p for n, p in model.named_parameters() if not n.startswith("mllm.")]

@@ -93,7 +93,7 @@ def test_input_forms_agree(grounder, clip_file):
 
 def test_options_fps_max_frames_threshold(grounder, clip_file):
     path, clip = clip_file
-    res = grounder(path, text=clip.query, fps=4.0, max_frames=6)
+    res = grounder(path, text=clip.query, sample_fps=4.0, max_frames=6)
     check_result(res, clip.num_frames, clip.width, clip.height, clip.fps, clip.query)
     assert len(res["tube"]) <= 6
     assert grounder(path, text=clip.query, threshold=1.0)["tube"] == []

@@ -129,7 +129,7 @@ def test_prompt_exact_with_qwen_tokenizer(qwen_tokenizer, clip):
 
 def test_training_text_mode_labels_and_targets(processor, compact_tokenizer, clip):
     boxes = {20: [0, 0, 80, 32], 30: [40, 16, 120, 48]}
-    out = processor(clip, "the bar", segments=[(10, 60)], spans=[(20, 45)], boxes=[boxes])
+    out = processor(clip, "the bar", segments=[(10, 60)], target_spans=[(20, 45)], target_boxes=[boxes])
     ids = out["input_ids"][0]
     labels = out["labels"][0]
     answer = compact_tokenizer.decode(labels[labels != -100])
@@ -152,7 +152,7 @@ def test_training_frame_mode_and_padding(compact_tokenizer, clip):
     )
     frames = np.stack([index_frame(i) for i in range(20)])
     out = proc([clip, frames], ["a long query about the bright bar", "short"], video_fps=[None, 10.0],
-               spans=[(0, 50), (4, 12)], boxes=[{0: [0, 0, 10, 10]}, {}])
+               target_spans=[(0, 50), (4, 12)], target_boxes=[{0: [0, 0, 10, 10]}, {}])
     assert (out["labels"] == -100).all()  # frame mode: no answer text, no LM loss
     suffix = compact_tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"] + proc.bridge_token_ids
     for i in range(2):
@@ -193,14 +193,14 @@ def test_post_process_hand_computed(processor, clip):
     outputs = {
         # A = 0.48 s -> 10 + round(12) = 22; B = 1.48 s -> 10 + 37 = 47 (exclusive)
         "pred_span_seconds": torch.tensor([[0.48, 1.48]]),
-        "pred_span_frames": torch.tensor([[1, 2]]),
+        "pred_span_frames": torch.tensor([[1, 3]]),
         "pred_boxes": pred_boxes,
-        "pred_scores": torch.tensor([[0.1, 0.9, 0.7, 0.8]]),
-        "decoded_frame_mask": torch.tensor([[True, True, True, True]]),
+        "presence_scores": torch.tensor([[0.1, 0.9, 0.7, 0.8]]),
+        "decoder_frame_mask": torch.tensor([[True, True, True, True]]),
         "span_source": ["text"],
     }
     (res,) = processor.post_process_grounding(outputs, inputs, eval_frame_ids=[[20, 22, 30, 35, 40, 47]])
-    assert res["span"] == {"start_frame": 22, "end_frame": 47, "start_time": 22 / 25, "end_time": 47 / 25}
+    assert res["span"] == [22, 47] and res["span_seconds"] == [22 / 25, 47 / 25]
     assert res["frames"] == [22, 35]
     np.testing.assert_allclose(res["boxes"], [[32.0, 25.6, 48.0, 38.4], [112.0, 44.8, 160.0, 64.0]], rtol=0, atol=1e-4)
     assert res["scores"] == pytest.approx([0.9, 0.7])
@@ -217,7 +217,7 @@ def test_post_process_hand_computed(processor, clip):
     # threshold drops low-score frames; the span from frames when seconds are absent
     (r2,) = processor.post_process_grounding({k: v for k, v in outputs.items() if k != "pred_span_seconds"},
                                              inputs.video_metadata, threshold=0.8)
-    assert r2["span"]["start_frame"] == 22 and r2["span"]["end_frame"] == 36 and r2["frames"] == [22]
+    assert r2["span"][0] == 22 and r2["span"][1] == 36 and r2["frames"] == [22]
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -243,7 +243,7 @@ def test_bad_queries_and_long_prompt(processor, clip, tmp_path):
 
 
 def test_decoded_video_input(processor, clip):
-    video = read_video(clip, fps=2.0, max_frames=8, segment=(10, 60))
+    video = read_video(clip, sample_fps=2.0, max_frames=8, segment=(10, 60))
     a = processor(video, "the bar")
     b = processor(clip, "the bar", segments=[(10, 60)])
     for key in a:

@@ -33,7 +33,7 @@ def test_processor_output_runs_through_qwen_vl(backbone, compact_tokenizer, clip
     cls = Qwen2_5_VLForConditionalGeneration if backbone == "qwen2_5_vl" else Qwen3VLForConditionalGeneration
     mllm = cls(config.mllm_config).eval()
     frames = np.random.RandomState(0).randint(0, 256, size=(30, 48, 80, 3)).astype(np.uint8)
-    batch = processor([clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0], spans=[(20, 60), (5, 20)])
+    batch = processor([clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0], target_spans=[(20, 60), (5, 20)])
     keys = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw", "labels")
     with torch.no_grad():
         out = mllm(**{k: batch[k] for k in keys})
@@ -62,7 +62,7 @@ def test_forward_and_ground(backbone, compact_tokenizer, clip):
     frames = np.random.RandomState(0).randint(0, 256, size=(30, 48, 80, 3)).astype(np.uint8)
     train = processor(
         [clip, frames], ["the bright bar", "the noise"], video_fps=[None, 10.0], segments=[(0, 100), None],
-        spans=[(20, 60), (5, 20)], boxes=[{20: [0, 0, 80, 32], 59: [80, 32, 160, 64]}, {5: [8, 8, 40, 40], 19: [20, 10, 60, 40]}],
+        target_spans=[(20, 60), (5, 20)], target_boxes=[{20: [0, 0, 80, 32], 59: [80, 32, 160, 64]}, {5: [8, 8, 40, 40], 19: [20, 10, 60, 40]}],
     )
     video_tokens = int((train["input_ids"] == config.mllm_config.video_token_id).sum())
     assert video_tokens == int((train["video_grid_thw"].prod(-1) // 4).sum())
@@ -77,13 +77,13 @@ def test_forward_and_ground(backbone, compact_tokenizer, clip):
         grounded = model.ground(**inputs, tokenizer=compact_tokenizer)
     results = processor.post_process_grounding(grounded, inputs, eval_frame_ids=[list(range(100)), list(range(30))])
     for res, meta in zip(results, inputs.video_metadata):
-        span = res["span"]
+        start, end = res["span"]
         s0, s1 = meta["segment"]
-        assert s0 <= span["start_frame"] < span["end_frame"] <= s1
+        assert s0 <= start < end <= s1
         for fid, box in zip(res["frames"], res["boxes"]):
-            assert span["start_frame"] <= fid < span["end_frame"] and fid in meta["frame_ids"]
+            assert start <= fid < end and fid in meta["frame_ids"]
             assert 0 <= box[0] <= box[2] <= meta["width"] and 0 <= box[1] <= box[3] <= meta["height"]
-        assert res["eval_frame_ids"] == list(range(span["start_frame"], span["end_frame"]))
+        assert res["eval_frame_ids"] == list(range(start, end))
         for box in res["eval_boxes"]:
             assert 0 <= box[0] <= box[2] <= meta["width"] and 0 <= box[1] <= box[3] <= meta["height"]
 
@@ -101,8 +101,8 @@ def test_frame_mode_forward_and_ground(compact_tokenizer):
     assert processor.span_source == "frame"
     model = modeling.BridgeSTGForVideoGrounding(config)
     frames = np.random.RandomState(1).randint(0, 256, size=(30, 48, 80, 3)).astype(np.uint8)
-    train = processor([frames, frames[:12]], ["the noise", "a box"], video_fps=10.0, spans=[(5, 20), (2, 8)],
-                      boxes=[{5: [0, 0, 10, 10]}, {2: [1, 1, 20, 20], 7: [5, 5, 30, 30]}])
+    train = processor([frames, frames[:12]], ["the noise", "a box"], video_fps=10.0, target_spans=[(5, 20), (2, 8)],
+                      target_boxes=[{5: [0, 0, 10, 10]}, {2: [1, 1, 20, 20], 7: [5, 5, 30, 30]}])
     assert (train["labels"] == -100).all()
     out = model(**train)
     assert math.isfinite(out.loss.item())
@@ -112,4 +112,4 @@ def test_frame_mode_forward_and_ground(compact_tokenizer):
         grounded = model.ground(**inputs)
     (res,) = processor.post_process_grounding(grounded, inputs)
     assert res["span_source"] in ("frame", "relevance_fallback")
-    assert 0 <= res["span"]["start_frame"] < res["span"]["end_frame"] <= 30
+    assert 0 <= res["span"][0] < res["span"][1] <= 30

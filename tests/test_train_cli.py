@@ -18,6 +18,7 @@ from bridge_stg.commands import train as train_cmd
 from bridge_stg.commands.train import RecipeError, load_recipe, parse_args
 from bridge_stg.training.recipe import state_digest, upcast_trainable_parameters
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
+from helpers_grounding import pipeline_without_the_package
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -146,7 +147,11 @@ def test_train_evaluate_save_and_load_with_pipeline(synth, tmp_path, capsys) -> 
     assert type(model).__name__ == "BridgeSTGForVideoGrounding"
     clip = sorted(glob.glob(os.path.join(synth, "videos", "test", "*.mp4")))[0]
     result = pipeline("video-grounding", model=str(out), trust_remote_code=True, device="cpu")(clip, text="the red square")
-    assert result["span"]["end_time"] >= result["span"]["start_time"] and len(result["tube"]) > 0
+    assert result["span_seconds"][1] >= result["span_seconds"][0] and len(result["tube"]) > 0
+    # the folder is self-contained: it loads as remote code where bridge_stg cannot be imported
+    remote = pipeline_without_the_package(out, clip, ["the red square"], tmp_path)["out"][0]
+    assert remote["span"] == result["span"] and [t["frame"] for t in remote["tube"]] == [t["frame"] for t in result["tube"]]
+    assert [t["score"] for t in remote["tube"]] == pytest.approx([t["score"] for t in result["tube"]], abs=1e-5)
 
 
 def test_train_from_mllm_folder_and_lora(synth, tmp_path, qwen_tokenizer, capsys) -> None:

@@ -81,10 +81,10 @@ def test_param_groups(setup):
     no_decay = {inv[i] for i in ids["mllm_no_decay"] | ids["stg_no_decay"]}
     decay = {inv[i] for i in ids["mllm"] | ids["stg"]}
     assert all(n.endswith(".bias") or "norm" in n or params[n].ndim < 2 for n in no_decay)
-    assert "stg_heads.temporal.rel_alpha" in no_decay and "stg_bridge.query_proj.0.weight" in no_decay  # LayerNorm
+    assert "stsb.temporal_head.rel_alpha" in no_decay and "stsb.query_proj.0.weight" in no_decay  # LayerNorm
     assert "mllm.model.language_model.layers.0.input_layernorm.weight" in no_decay
     assert "mllm.model.language_model.layers.0.self_attn.q_proj.weight" in decay
-    assert "stg_decoder.layers.0.self_attn.q_proj.weight" in decay
+    assert "qgsl.layers.0.self_attn.q_proj.weight" in decay
     assert not any(n.endswith(".bias") for n in decay)
 
 
@@ -113,11 +113,11 @@ def test_trainer_trains_both_groups_and_logs_components(setup, tmp_path):
     for h in logs:
         for key in COMPONENT_LOSSES:
             assert key in h and math.isfinite(h[key]), (key, h)
-        assert h["loss_l1"] > 0 and h["loss_present"] > 0
+        assert h["loss_l1"] > 0 and h["loss_presence"] > 0
     assert any(h["loss_lm"] > 0 for h in logs)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert any(n.startswith("mllm.model.language_model.") for n in changed)
-    assert any(n.startswith("stg_decoder.") for n in changed) and any(n.startswith("stg_bridge.") for n in changed)
+    assert any(n.startswith("qgsl.") for n in changed) and any(n.startswith("stsb.") for n in changed)
     assert not any(n.startswith("mllm.model.visual.") for n in changed)
 
 
@@ -157,10 +157,10 @@ def test_lora_trains_only_adapters_and_stg_modules_and_merges(setup, tmp_path):
     assert trainable
     for n in trainable:
         is_lora = "lora_" in n and ".language_model." in n and any(t in n for t in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
-        is_saved = "modules_to_save" in n and any(f".{m}." in n for m in ("stg_bridge", "stg_decoder", "stg_heads"))
+        is_saved = "modules_to_save" in n and any(f".{m}." in n for m in ("stsb", "qgsl"))
         assert is_lora or is_saved, n
-    assert not any("visual" in n or "stg_decoder.layers.0.self_attn.q_proj.lora" in n for n in trainable)
-    for m in ("stg_bridge", "stg_decoder", "stg_heads"):
+    assert not any("visual" in n or "qgsl.layers.0.self_attn.q_proj.lora" in n for n in trainable)
+    for m in ("stsb", "qgsl"):
         assert any(f".{m}.modules_to_save." in n for n in trainable), m
     assert sum("lora_A" in n for n in trainable) == 2 * 7  # 2 LLM layers x 7 projections
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
@@ -188,7 +188,7 @@ def test_lora_trains_only_adapters_and_stg_modules_and_merges(setup, tmp_path):
 
 
 def test_results_to_prediction_rows():
-    results = [{"span": {"start_frame": 3, "end_frame": 9}, "frames": [4, 6], "boxes": [[1, 2, 3, 4], [2, 3, 4, 5]],
+    results = [{"span": [3, 9], "span_seconds": [0.3, 0.9], "frames": [4, 6], "boxes": [[1, 2, 3, 4], [2, 3, 4, 5]],
                 "scores": [0.5, 0.7], "span_source": "frame", "eval_frame_ids": [4, 6, 8],
                 "eval_boxes": [[1, 2, 3, 4], [2, 3, 4, 5], [2, 3, 4, 5]], "eval_scores": [0.5, 0.7, 0.7]}]
     meta = [{"query_id": "q", "frame_ids": [0, 4, 6, 6]}]

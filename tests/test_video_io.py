@@ -94,7 +94,7 @@ def test_segment_and_relative_timestamps(index_clip):
 
 
 def test_max_frames_cap(index_clip):
-    video = read_video(index_clip, fps=25.0, max_frames=10)
+    video = read_video(index_clip, sample_fps=25.0, max_frames=10)
     assert len(video) == 10 and video.frame_ids[0] == 0 and video.frame_ids[-1] == 99
     assert [read_index(f) for f in video.frames] == video.frame_ids
 
@@ -251,9 +251,9 @@ def test_no_video_stream(tmp_path):
 
 def test_bad_fps_and_frame_ids(index_clip):
     with pytest.raises(FrameSamplingError, match="fps"):
-        read_video(index_clip, fps=0)
+        read_video(index_clip, sample_fps=0)
     with pytest.raises(FrameSamplingError, match="fps"):
-        read_video(index_clip, fps=-2.0)
+        read_video(index_clip, sample_fps=-2.0)
     with pytest.raises(FrameSamplingError, match=r"outside the video's 100 frames"):
         read_video(index_clip, frame_ids=[10, 100])
     with pytest.raises(FrameSamplingError, match="outside"):

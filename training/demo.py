@@ -151,7 +151,7 @@ def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0
         decoder_ffn_dim=m.decoder_ffn_dim, max_frames=m.max_frames, max_pixels=pixels, min_pixels=pixels,
         max_video_tokens=1024, num_positive_frames=8, num_negative_frames=2,
     )
-    kwargs.update(span_source="frame", freeze_vision=False)
+    kwargs.update(span_source="frame")
     kwargs.update(m.config_overrides)
     config = BridgeSTGConfig(mllm_config=mllm, bridge_token_ids=bridge_token_ids(tok, NUM_BRIDGE_QUERIES), **kwargs)
     torch.manual_seed(seed)
@@ -164,8 +164,8 @@ def training_batch(processor: BridgeSTGProcessor, clips: Sequence[SyntheticClip]
     """Processor inputs with training targets for a list of rendered clips."""
     return processor(
         videos=[c.frames for c in clips], text=[c.query for c in clips], video_fps=[c.fps for c in clips],
-        spans=[(c.tube_start, c.tube_end) for c in clips],
-        boxes=[{"frame_ids": list(c.frame_ids), "boxes": [list(b) for b in c.boxes]} for c in clips], training=True,
+        target_spans=[(c.tube_start, c.tube_end) for c in clips],
+        target_boxes=[{"frame_ids": list(c.frame_ids), "boxes": [list(b) for b in c.boxes]} for c in clips], training=True,
     )
 
 
@@ -271,7 +271,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         optim.step()
         step += 1
         parts = {"loss": float(loss.detach())}
-        for name in ("loss_span", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive"):
+        for name in ("loss_span", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive"):
             v = getattr(outputs, name, None)
             if isinstance(v, torch.Tensor):
                 parts[name.replace("loss_", "")] = float(v.detach())
@@ -293,7 +293,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         "validation": final, "args": asdict(args),
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
-    write_demo_model_card(out, summary, curve)
+    write_demo_model_card(out, model, processor, summary, curve)
     return summary
 
 
@@ -302,12 +302,11 @@ def _metric_row(name: str, a: dict[str, Any]) -> str:
     return f"| {name} | " + " | ".join(f"{a[k]:.3f}" if a.get(k) is not None else "–" for k in keys) + " |"
 
 
-def write_demo_model_card(
-    out_dir: str | os.PathLike[str], summary: dict[str, Any], curve: Sequence[dict[str, Any]],
-    test_result: dict[str, Any] | None = None, baseline_result: dict[str, Any] | None = None,
-    test_note: str | None = None,
-) -> Path:
-    """Write ``README.md`` (the model card) of a demo checkpoint: what it knows, how it was made, its numbers."""
+def demo_training_procedure(
+    summary: dict[str, Any], curve: Sequence[dict[str, Any]], baseline_result: dict[str, Any] | None = None,
+) -> str:
+    """The "Training procedure" section of a demo checkpoint's card: the command, the recipe and the held-out
+    learning curve (and the trivial baseline's scores, when given, for reference)."""
     import platform
 
     a = summary["args"]
@@ -321,51 +320,70 @@ def write_demo_model_card(
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"
     )
     lines = [
-        "---", "library_name: transformers", "license: apache-2.0", "tags: [video-grounding, stvg, bridge-stg, synthetic, demo]",
-        "---", "", "# Bridge-STG demo checkpoint (tiny, synthetic shapes only)", "",
-        "**This model knows only synthetic shapes.** It was trained from random weights on the synthetic STVG",
-        "benchmark of `bridge_stg.processing.synthetic` (coloured squares / circles / triangles moving over a grey",
-        "textured background, 112×112, 80 frames at 10 fps, queries such as \"the red square\"). It knows nothing",
-        "about real videos or real language; it exists to show the package's full path (processor → tiny",
-        "Qwen2.5-VL-shaped MLLM → STSB bridge → QGSL decoder → post-processing → exact metric) on a CPU.", "",
-        "## Architecture", "",
-        f"`BridgeSTGForVideoGrounding` with a tiny Qwen2.5-VL backbone built from config (hidden {a['model']['hidden_size']},"
-        f" {a['model']['num_hidden_layers']} text layers, vision depth {a['model']['vision_depth']}), a compact byte-level BPE"
-        f" tokenizer, `span_source=\"frame\"` (per-frame start/end logits), reference-point box head,"
-        f" {a['model']['max_frames']} frames at 2 fps, {a['model']['frame_side']}×{a['model']['frame_side']} pixels;"
-        f" {summary['parameters'] / 1e6:.2f} M parameters.", "",
-        "## How it was made", "", "```", command, "```", "",
-        f"Seed {a['seed']}; {summary['steps']} steps of batch {a['batch_size']} ({summary['train_minutes']:.1f} min of training,"
-        f" {summary['wall_minutes']:.1f} min wall) on {platform.machine()} with {a['num_threads']} torch thread(s),"
-        f" {os.cpu_count()} cores shared with concurrent work; AdamW lr {a['learning_rate']:g}, warm-up"
-        f" {a['warmup_steps']} steps then cosine over {schedule}. Training clips: stream {TRAIN_STREAM} of"
-        f" `default_rng([{DEMO_SEED_ROOT}, stream, seed, index])`; held-out curve: stream {VALIDATION_STREAM};"
-        f" `bridge-stg demo` tests on stream {TEST_STREAM} (never trained on).", "",
-        "## Held-out learning curve (tubedetr protocol, "
-        f"{a['num_eval_clips']} validation clips)", "",
+        f"Trained from random weights by `{command}`: seed {a['seed']}; {summary['steps']} steps of batch"
+        f" {a['batch_size']} ({summary['train_minutes']:.1f} min of training, {summary['wall_minutes']:.1f} min wall) on"
+        f" {platform.machine()} with {a['num_threads']} torch thread(s), {os.cpu_count()} cores shared with concurrent"
+        f" work; AdamW lr {a['learning_rate']:g}, warm-up {a['warmup_steps']} steps then cosine over {schedule}."
+        f" Training clips: stream {TRAIN_STREAM} of `default_rng([{DEMO_SEED_ROOT}, stream, seed, index])`; held-out"
+        f" curve: stream {VALIDATION_STREAM}; `bridge-stg demo` tests on stream {TEST_STREAM} (never trained on).", "",
+        f"Held-out learning curve (tubedetr protocol, {a['num_eval_clips']} validation clips):", "",
         "| step | train min | m_tIoU | m_vIoU | vIoU@0.3 | vIoU@0.5 | loss (EMA) |", "|---|---|---|---|---|---|---|",
     ]
     for p in curve:
         lines.append(f"| {p['step']} | {p['train_minutes']} | {p['m_tIoU']:.3f} | {p['m_vIoU']:.3f} | {p['vIoU@0.3']:.3f}"
                      f" | {p['vIoU@0.5']:.3f} | {p['loss']} |")
-    if test_result is not None:
-        lines += ["", "## `bridge-stg demo` test metrics (fresh clips, tubedetr protocol)", ""]
-        if test_note:
-            lines += [test_note, ""]
-        lines += ["| | m_tIoU | m_vIoU | vIoU@0.3 | vIoU@0.5 | m_sIoU |", "|---|---|---|---|---|---|",
-                  _metric_row("this checkpoint", test_result["all"])]
-        if baseline_result is not None:
-            lines.append(_metric_row("trivial baseline (whole clip, centre box)", baseline_result["all"]))
-    lines += ["", "## Use", "", "```python", "from transformers import pipeline", "import bridge_stg",
-              "grounder = pipeline(\"video-grounding\", model=\"path/to/this/folder\")",
-              "grounder(\"clip.mp4\", text=\"the red square\")", "```", ""]
+    if baseline_result is not None:
+        lines += ["", "For reference, the trivial baseline (the whole clip as the span, a centred box) on the test clips"
+                  " of the evaluation below:", "", "| | m_tIoU | m_vIoU | vIoU@0.3 | vIoU@0.5 | m_sIoU |",
+                  "|---|---|---|---|---|---|", _metric_row("trivial baseline", baseline_result["all"])]
+    return "\n".join(lines)
+
+
+def write_demo_model_card(
+    out_dir: str | os.PathLike[str], model: BridgeSTGForVideoGrounding, processor: BridgeSTGProcessor,
+    summary: dict[str, Any], curve: Sequence[dict[str, Any]], test_result: dict[str, Any] | None = None,
+    baseline_result: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``README.md`` of a demo checkpoint folder without code (as shipped in the package): the
+    ``demo_checkpoint`` card template filled by :func:`bridge_stg.model_cards.hub.build_model_card`, like every
+    other card. ``test_result`` is the ``bridge-stg demo`` metrics JSON (``dataset`` names the clips)."""
+    from bridge_stg.model_cards.hub import build_model_card
+
+    card = build_model_card(
+        model, processor, out_dir, metrics=test_result, code_files=(),
+        card_kwargs={"template": "demo_checkpoint", "model_name": "bridge-stg-demo",
+                     "training_procedure": demo_training_procedure(summary, curve, baseline_result)},
+    )
     path = Path(out_dir) / "README.md"
-    path.write_text("\n".join(lines))
+    path.write_text(card, encoding="utf-8")
     return path
 
 
+def export_demo_checkpoint(
+    model: BridgeSTGForVideoGrounding, processor: BridgeSTGProcessor, source_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str], test_result: dict[str, Any] | None = None,
+    baseline_result: dict[str, Any] | None = None,
+) -> str:
+    """Write a self-contained copy of a demo checkpoint (code, ``auto_map``, pipeline registration, card) with
+    :func:`bridge_stg.model_cards.hub.save_for_hub`; the card's training section comes from the source folder's
+    ``training_summary.json`` / ``learning_curve.json`` (copied along) when it has them."""
+    from bridge_stg.model_cards.hub import save_for_hub
+
+    src = Path(source_dir)
+    card: dict[str, Any] = {"template": "demo_checkpoint", "model_name": "bridge-stg-demo"}
+    if (src / "training_summary.json").is_file() and (src / "learning_curve.json").is_file():
+        summary = json.loads((src / "training_summary.json").read_text())
+        curve = json.loads((src / "learning_curve.json").read_text())
+        card["training_procedure"] = demo_training_procedure(summary, curve, baseline_result)
+    out = save_for_hub(model, processor, out_dir, metrics=test_result, card_kwargs=card, overwrite=True)
+    for name in ("training_summary.json", "learning_curve.json"):
+        if (src / name).is_file():
+            (Path(out) / name).write_bytes((src / name).read_bytes())
+    return out
+
+
 __all__ = [
-    "demo_checkpoint_path", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
-    "trivial_baseline_rows", "evaluate_clips", "train_demo", "write_demo_model_card",
+    "trivial_baseline_rows", "evaluate_clips", "train_demo", "demo_training_procedure", "write_demo_model_card",
 ]

@@ -63,7 +63,7 @@ def results_to_prediction_rows(
         frames = res["eval_frame_ids"] if key else res["frames"]
         rows.append({
             "query_id": str(qid),
-            "span": [int(res["span"]["start_frame"]), int(res["span"]["end_frame"])],
+            "span": [int(v) for v in res["span"]],
             "frame_ids": [int(f) for f in frames],
             "boxes": [[float(v) for v in b] for b in res[key + "boxes"]],
             "scores": [float(s) for s in res[key + "scores"]],
@@ -237,8 +237,8 @@ def make_compute_metrics(
             "pred_span_seconds": None if np.isnan(seconds).all() else seconds,
             "pred_span_frames": fields["pred_span_frames"],
             "pred_boxes": fields["pred_boxes"][:, :Fm],
-            "pred_scores": fields["pred_scores"][:, :Fm],
-            "decoded_frame_mask": fields["decoded_frame_mask"][:, :Fm] == 1,
+            "presence_scores": fields["presence_scores"][:, :Fm],
+            "decoder_frame_mask": fields["decoder_frame_mask"][:, :Fm] == 1,
             "span_source": [SPAN_SOURCES[int(s)] if 0 <= int(s) < len(SPAN_SOURCES) else None for s in fields["span_source"]],
         }
         if outputs["pred_span_seconds"] is not None and np.isnan(seconds).any():

@@ -321,7 +321,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
     total, trainable = _count(model)
     logger.warning(f"{PROG}: {total / 1e6:.2f} M parameters, {trainable / 1e6:.2f} M trainable")
 
-    sampling = {"fps": data_args.sample_fps, "max_frames": data_args.max_frames, "min_frames": data_args.min_frames}
+    sampling = {"sample_fps": data_args.sample_fps, "max_frames": data_args.max_frames, "min_frames": data_args.min_frames}
     root = video_root(data_args)
     train_ds = load_split(data_args, data_args.train_split, data_args.max_train_samples)
     collator: Any = BridgeSTGDataCollator(processor, root, training=True, seed=training_args.seed, **sampling)

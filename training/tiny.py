@@ -129,7 +129,6 @@ def tiny_bridge_kwargs(**overrides: Any) -> dict[str, Any]:
         max_video_tokens=256,
         num_positive_frames=4,
         num_negative_frames=2,
-        task_mixture={"stvg": 1.0},
     )
     kwargs.update(overrides)
     return kwargs

@@ -22,16 +22,16 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from bridge_stg.configuration_bridge_stg import COMPONENT_LOSSES
+from bridge_stg.modeling_bridge_stg import SPAN_SOURCES
+
 MLLM_ATTRIBUTE = "mllm"
-#: the model's non-MLLM submodules (unique names: PEFT matches ``modules_to_save`` by suffix, HF_NOTES §12)
-STG_MODULES = ("stg_bridge", "stg_decoder", "stg_heads")
-COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_present", "loss_relevance", "loss_contrastive", "loss_span")
-#: where a predicted span came from (``GroundingOutput.span_source``): decoupled text / frame heads, the relevance
-#: fallback when the text did not parse, and the coupled baseline's parses (``unparsable``: an empty tube)
-SPAN_SOURCES = ("text", "frame", "relevance_fallback", "coupled", "coupled_boxes", "coupled_no_boxes", "unparsable")
+#: the model's non-MLLM submodules, STSB and QGSL (unique names: PEFT matches ``modules_to_save`` by suffix,
+#: docs/hf_notes.md §12)
+STG_MODULES = ("stsb", "qgsl")
 #: order of the arrays ``BridgeSTGTrainer.prediction_step`` returns (what ``make_compute_metrics`` reads)
 #: (the label_ids are the sampled ``frame_ids`` (B, F), −1 / −100 padding)
-PREDICTION_FIELDS = ("pred_span_seconds", "pred_span_frames", "pred_boxes", "pred_scores", "decoded_frame_mask",
+PREDICTION_FIELDS = ("pred_span_seconds", "pred_span_frames", "pred_boxes", "presence_scores", "decoder_frame_mask",
                      "span_source")
 
 
@@ -258,8 +258,8 @@ class BridgeSTGTrainer(Trainer):
         seconds = out.pred_span_seconds if out.pred_span_seconds is not None else torch.full((B, 2), float("nan"))
         sources = torch.tensor([SPAN_SOURCES.index(s) if s in SPAN_SOURCES else -1 for s in (out.span_source or [""] * B)])
         preds = (
-            seconds.float(), out.pred_span_frames.long(), out.pred_boxes.float(), out.pred_scores.float(),
-            out.decoded_frame_mask.long(), sources.long().to(seconds.device),
+            seconds.float(), out.pred_span_frames.long(), out.pred_boxes.float(), out.presence_scores.float(),
+            out.decoder_frame_mask.long(), sources.long().to(seconds.device),
         )
         return None, tuple(p.detach() for p in preds), inputs["frame_ids"].long()
 

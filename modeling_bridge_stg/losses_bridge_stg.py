@@ -1,0 +1,109 @@
+"""Losses of Bridge-STG (docs/method.md §3.8): small named units, each documented with its tensor shapes.
+
+Self-contained remote code: imports only torch and sibling files.
+
+Shape notation: B batch, L tokens, F sampled frames (padded), Ld decoder layers, N selected items.
+Every unit returns a scalar tensor; a term with nothing to apply to returns an exact 0 that stays attached
+to the graph (so every parameter still receives a gradient, as DDP requires).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .box_ops_bridge_stg import box_cxcywh_to_xyxy, generalized_box_iou
+
+
+def zero_like(reference: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 attached to ``reference``'s graph."""
+    return reference.sum() * 0.0
+
+
+def lm_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+    """Cross-entropy of the next token on the answer tokens only (``loss_lm``).
+
+    Args:
+        hidden: ``(B, L, D)`` last-layer LLM states.
+        labels: ``(B, L)`` answer token ids (and ``<|im_end|>``), -100 elsewhere.
+        lm_head: the MLLM's output projection; logits are computed only where a label exists.
+    """
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != -100
+    if not bool(mask.any()):
+        return zero_like(hidden)
+    logits = lm_head(hidden[:, :-1][mask])
+    return F.cross_entropy(logits.float(), shift_labels[mask])
+
+
+def box_losses(layer_boxes: torch.Tensor, target_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss_l1`` and ``loss_giou`` of the boxes of every decoder layer against the ground truth.
+
+    Args:
+        layer_boxes: ``(Ld, N, 4)`` predicted normalised cxcywh boxes on the N supervised frames.
+        target_boxes: ``(N, 4)`` ground-truth normalised cxcywh boxes.
+
+    Returns:
+        ``(l1, giou)``: per layer the L1 distance summed over the 4 coordinates and ``1 - GIoU``, each averaged
+        over the frames, then summed over the layers (equal weights: deep supervision).
+    """
+    gt = target_boxes.to(layer_boxes.dtype)
+    l1 = (layer_boxes - gt).abs().sum(-1).mean(-1).sum()
+    giou = generalized_box_iou(box_cxcywh_to_xyxy(layer_boxes), box_cxcywh_to_xyxy(gt).unsqueeze(0))
+    return l1, (1 - giou).mean(-1).sum()
+
+
+def presence_loss(layer_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_presence``: BCE of every decoder layer's "target present" logits, summed over layers.
+
+    Args:
+        layer_logits: ``(Ld, N)`` logits on the N decoded frames.
+        targets: ``(N,)`` 1 on frames inside the ground-truth span, 0 outside.
+    """
+    t = targets.to(layer_logits.dtype)
+    return torch.stack([F.binary_cross_entropy_with_logits(logits, t) for logits in layer_logits]).sum()
+
+
+def relevance_loss(relevance_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_relevance``: BCE of the frame relevance logits ``alpha * cos(g, e_f) + beta``.
+
+    Args:
+        relevance_logits: ``(N,)`` logits of the frames seen in training.
+        targets: ``(N,)`` 1 inside the ground-truth span, 0 outside.
+    """
+    return F.binary_cross_entropy_with_logits(relevance_logits, targets.to(relevance_logits.dtype))
+
+
+def contrastive_loss(cosine: torch.Tensor, positive: torch.Tensor, selected: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``loss_contrastive``: multi-positive InfoNCE ``-log sum_pos exp(cos / t) / sum_sel exp(cos / t)``.
+
+    Args:
+        cosine: ``(B, F)`` cosine between the query summary g and each frame embedding e_f.
+        positive: ``(B, F)`` bool, frames inside the ground-truth span.
+        selected: ``(B, F)`` bool, frames that take part (positives and negatives seen in training).
+        temperature: the InfoNCE temperature.
+
+    Only samples with at least one selected positive and one selected negative count; 0 if there are none.
+    """
+    logits = (cosine / temperature).masked_fill(~selected, float("-inf"))
+    usable = (positive & selected).any(1) & ((~positive) & selected).any(1)
+    if not bool(usable.any()):
+        return zero_like(cosine)
+    pos_logits = logits.masked_fill(~positive, float("-inf"))
+    return (torch.logsumexp(logits[usable], 1) - torch.logsumexp(pos_logits[usable], 1)).mean()
+
+
+def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """``loss_span``: cross-entropy of the per-frame start / end logits on the first / last positive frame.
+
+    Args:
+        start_logits, end_logits: ``(N, F)`` logits of the N samples that have a positive frame.
+        positive: ``(N, F)`` bool, frames inside the ground-truth span.
+    """
+    idx = torch.arange(positive.shape[1], device=positive.device)
+    first = torch.where(positive, idx, idx.numel()).min(1).values
+    last = torch.where(positive, idx, -1).max(1).values
+    return 0.5 * (F.cross_entropy(start_logits.float(), first) + F.cross_entropy(end_logits.float(), last))
+
+
+__all__ = ["zero_like", "lm_loss", "box_losses", "presence_loss", "relevance_loss", "contrastive_loss", "span_loss"]
