@@ -31,7 +31,8 @@ from bridge_stg.processing.writer import write_dataset  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the first 500 entries")
-    ap.add_argument("--sentences", default="/work/shared/data/vidstg/test_annotations.json")
+    ap.add_argument("--sentences", default=os.path.join(os.environ.get("BRIDGE_STG_VIDSTG_DIR", "."), "test_annotations.json"),
+                    help="VidSTG test_annotations.json (default: in the folder named by BRIDGE_STG_VIDSTG_DIR)")
     args = ap.parse_args()
     entries = H.load_entries(args.sentences)
     with tempfile.TemporaryDirectory() as tmp:

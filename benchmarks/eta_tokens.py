@@ -10,8 +10,9 @@ differs. One random 112×112 video of F frames at 2 fps and one query are proces
 The span. The models are untrained, so their own predicted span is arbitrary. The ETA frame set is instead the
 span a model would predict on a typical VidSTG query: a contiguous, centred run of ``round(p·F)`` sampled frames,
 built the way ``ground()`` builds its decoder mask. ``p`` is the mean fraction of its segment that the GT tube
-covers, over all val + test queries of the real VidSTG annotations in ``../shared/data/vidstg/`` (computed at
-start-up; 0.40, as DATASETS.md states, if the files are missing).
+covers, over all val + test queries of the real VidSTG sentence annotations, read from the folder named by the
+environment variable ``BRIDGE_STG_VIDSTG_DIR`` (computed at start-up; 0.40, as docs/datasets.md states, if the
+files are not there).
 
 What is timed. ``ground()`` encodes once and then calls ``_run_decoder(enc, decode_mask)``; everything before
 that call is identical with and without ETA. The benchmark runs ``ground()`` once on the ``eta=False`` model,
@@ -57,7 +58,7 @@ from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
 from _common import machine  # benchmarks/ is on sys.path when a script runs
 
-VIDSTG_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "vidstg"
+VIDSTG_DIR = Path(os.environ.get("BRIDGE_STG_VIDSTG_DIR", ""))
 FALLBACK_SPAN_FRACTION = 0.40
 
 
@@ -73,7 +74,7 @@ def vidstg_span_fraction() -> tuple[float, str]:
     weights: list[int] = []
     files = [VIDSTG_DIR / f"{s}_annotations.json" for s in ("val", "test")]
     if not all(f.is_file() for f in files):
-        return FALLBACK_SPAN_FRACTION, "DATASETS.md ('about 40 %'; annotation files not found)"
+        return FALLBACK_SPAN_FRACTION, "docs/datasets.md ('about 40 %'; BRIDGE_STG_VIDSTG_DIR has no annotation files)"
     for f in files:
         for e in json.loads(f.read_text()):
             seg, gt = e["used_segment"], e["temporal_gt"]

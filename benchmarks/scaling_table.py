@@ -57,7 +57,7 @@ QWEN25_VL_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 LORA_RANK = 64
-LORA_DROPOUT = 0.05  # METHOD §3.10
+LORA_DROPOUT = 0.05  # docs/method.md §3.10
 NUM_FRAMES = 64
 SAMPLE_FPS = 2.0
 SOURCE_SIZES = {"square 448x448 (token budget reached)": (448, 448), "16:9 640x360 (typical VidSTG/VidOR)": (360, 640)}
@@ -295,7 +295,7 @@ def max_micro_batch(p, mllm_config, seq, strategy, tuning, ckpt, n_gpus, budget_
 
 
 # ----------------------------------------------------------------------------- report
-GLOBAL_BATCH = 32  # clips per optimiser step (METHOD §3.10)
+GLOBAL_BATCH = 32  # clips per optimiser step (docs/method.md §3.10)
 RECIPE_ROWS = (  # (gpus, tuning, strategy): the candidates compared for the VidSTG recipe, all with grad ckpt
     (8, "lora", "ZeRO-2"), (8, "lora", "FSDP"), (8, "lora", "ZeRO-3"), (8, "full", "ZeRO-3"), (8, "full", "FSDP"),
     (8, "full", "ZeRO-2"), (1, "lora", "ZeRO-2"),
@@ -303,7 +303,7 @@ RECIPE_ROWS = (  # (gpus, tuning, strategy): the candidates compared for the Vid
 
 
 def recipe_block(out, names, gpu_gib: float, budget: float) -> dict[str, Any]:
-    """Per-GPU memory of the recipe candidates for the 7B backbone at the global batch of METHOD §3.10."""
+    """Per-GPU memory of the recipe candidates for the 7B backbone at the global batch of docs/method.md §3.10."""
     name = "Qwen2.5-VL-7B-Instruct"
     cfg = build_mllm_config(name)
     p, seq = count_parameters(name), sequence(cfg)

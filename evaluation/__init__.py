@@ -4,7 +4,7 @@
 >>> result = compute_stvg_metrics(reference_rows, prediction_rows, protocol="tubedetr")  # doctest: +SKIP
 >>> import evaluate; metric = evaluate.load(METRIC_PATH)                                # doctest: +SKIP
 
-Definitions and protocols: ``EVALUATION.md``; row schema: ``docs/schema.md``.
+Definitions and protocols: ``docs/evaluation.md``; row schema: ``docs/schema.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Straightforward per-query / per-frame Python implementation of the STVG metrics (test oracle).
 
-It follows the wording of ``EVALUATION.md`` §2–§4 literally, frame by frame, with dicts and sets and no
+It follows the wording of docs/evaluation.md §2–§4 literally, frame by frame, with dicts and sets and no
 numpy, so that it can check :mod:`bridge_stg.evaluation.metrics` (the vectorised core) and serve as
 the baseline of ``benchmarks/eval_speed.py``. It assumes valid input (no error reporting): validate
 with the core first. Inputs and outputs are the same as

@@ -3,7 +3,7 @@
 Self-contained remote code: imports only torch, transformers and sibling files (relative imports).
 
 Read in build order (docs/method.md §3): output dataclasses -> STSB, the spatio-temporal semantic bridge, with
-ETA, the explicit temporal alignment (§3.4–§3.5) -> QGSL, the query-guided spatial decoder (§3.6) ->
+ETA, the explicit temporal alignment (docs/method.md §3.4–§3.5) -> QGSL, the query-guided spatial decoder (docs/method.md §3.6) ->
 ``BridgeSTGPreTrainedModel`` -> ``BridgeSTGForVideoGrounding`` (encoder pass, decoder pass, training forward,
 ``ground``). Losses are in ``losses_bridge_stg.py``, box and span arithmetic in ``box_ops_bridge_stg.py``, the
 coupled text-box baseline in ``coupled_bridge_stg.py``.

@@ -128,7 +128,7 @@ def sample_frame_ids(
     frame_times: Sequence[float] | np.ndarray | None = None,
     name: str = "<video>",
 ) -> list[int]:
-    """Frame ids to sample from a segment (METHOD §3.2).
+    """Frame ids to sample from a segment (docs/method.md §3.2).
 
     Rule: frames at ``sample_fps`` from the segment start (the frame shown at each time
     ``t_k = t_start + k / sample_fps`` that lies inside the segment). If that gives more than

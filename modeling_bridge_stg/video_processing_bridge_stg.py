@@ -1,7 +1,7 @@
 """Torch-only video processor of Bridge-STG: resize, normalise and patchify frames the Qwen-VL way.
 
 Self-contained remote code: imports only torch, numpy, transformers and sibling files. No torchvision
-(see HF_NOTES §5: every stock video processor needs it); the output layout is that of
+(see docs/hf_notes.md §5: every stock video processor needs it); the output layout is that of
 ``Qwen2VLVideoProcessor`` except that each temporal group gets its own ``video_grid_thw`` row
 ``(1, h, w)`` so that a timestamp can be written before each group in the prompt.
 """

@@ -1,6 +1,6 @@
 """HC-STVG v1 / v2 converter (raw JSON keyed by the video file name) → canonical rows.
 
-Conventions (DATASETS.md §2, written into every report):
+Conventions (docs/datasets.md §2, written into every report):
 
 * ``st_frame`` is **1-based**: ``tube_start = st_frame − 1`` and ``tube_end = tube_start + len(bbox)``
   (half-open, 0-based). ``bbox[i] = [x, y, w, h]`` is the box of frame ``tube_start + i`` and becomes

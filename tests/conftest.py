@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: the real VidSTG sentence files (val/test annotations; not part of the repository: their source has no licence).
+#: Found through the environment variable BRIDGE_STG_VIDSTG_DIR, else next to the repository in the development
+#: workspace (../shared/data/vidstg relative to the repository root); the tests that need them skip without them.
+VIDSTG_DIR = Path(os.environ.get("BRIDGE_STG_VIDSTG_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vidstg")
+VIDSTG_SKIP_REASON = (f"VidSTG sentence files not found in {VIDSTG_DIR} (set BRIDGE_STG_VIDSTG_DIR to the folder holding "
+                      "val_annotations.json and test_annotations.json)")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 A tiny Bridge-STG (a tiny Qwen2.5-VL-shaped backbone built from config, the real classes and code paths,
 a compact tokenizer) is trained from random weights on an endless stream of synthetic STVG clips rendered
 in memory (:func:`bridge_stg.processing.synthetic.render_synthetic_clip`), with the per-frame span head
-(``span_source="frame"``) and the reference-point box head (METHOD §3.15).
+(``span_source="frame"``) and the reference-point box head (docs/method.md §3.15).
 
 Seeds. Every clip comes from ``numpy.random.default_rng([DEMO_SEED_ROOT, stream, seed, index])``. The
 training stream (``TRAIN_STREAM``), the held-out validation stream used for the learning curve

@@ -21,7 +21,7 @@ LORA_TARGET_REGEX = r"mllm\..*language_model\..*\.(?:" + "|".join(LORA_TARGETS) 
 
 
 def freeze_vision_encoder(model: nn.Module) -> int:
-    """Freeze the MLLM's vision encoder and merger (``model.mllm.model.visual``, METHOD §3.10).
+    """Freeze the MLLM's vision encoder and merger (``model.mllm.model.visual``, docs/method.md §3.10).
 
     Returns the number of parameters frozen. Raises ``ValueError`` when the model has no vision tower there.
     """
@@ -47,7 +47,7 @@ def apply_lora(
     modules_to_save: Sequence[str] = STG_MODULES,
     freeze_vision: bool = True,
 ) -> Any:
-    """Wrap ``model`` with PEFT LoRA on the LLM (METHOD §3.10): adapters on q/k/v/o/gate/up/down of
+    """Wrap ``model`` with PEFT LoRA on the LLM (docs/method.md §3.10): adapters on q/k/v/o/gate/up/down of
     ``mllm.*language_model.*`` (``target_regex`` is full-matched), the bridge, decoder and heads trained in
     full through ``modules_to_save`` (unique names, so PEFT's suffix matching cannot hit LLM modules).
     Everything else (embeddings, LM head, the vision tower) is frozen.

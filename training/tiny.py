@@ -46,7 +46,7 @@ def tiny_mllm_config(
     vision_hidden_size: int = 32,
     max_position_embeddings: int = 4096,
 ) -> PreTrainedConfig:
-    """A tiny Qwen2.5-VL or Qwen3-VL config (see HF_NOTES §2), sized for CPU tests.
+    """A tiny Qwen2.5-VL or Qwen3-VL config (see docs/hf_notes.md §2), sized for CPU tests.
 
     Args:
         backbone: ``"qwen2_5_vl"`` or ``"qwen3_vl"``.
@@ -112,7 +112,7 @@ def tiny_mllm_config(
 
 
 def tiny_bridge_kwargs(**overrides: Any) -> dict[str, Any]:
-    """The "tiny test" column of METHOD.md §3.14 as BridgeSTGConfig keyword arguments."""
+    """The "tiny test" column of docs/method.md §3.14 as BridgeSTGConfig keyword arguments."""
     kwargs: dict[str, Any] = dict(
         num_bridge_queries=4,
         bridge_num_layers=2,

@@ -20,7 +20,7 @@ from bridge_stg.training.recipe import state_digest, upcast_trainable_parameters
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
 from helpers_grounding import pipeline_without_the_package
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 TINY = str(RECIPES / "synthetic_tiny_cpu.yaml")
 

@@ -1,4 +1,4 @@
-"""Golden cases of EVALUATION.md §5 (to 1e-9), protocol differences, and input errors."""
+"""Golden cases of docs/evaluation.md §5 (to 1e-9), protocol differences, and input errors."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ TOL = 1e-9
 
 
 def canonical_rows():
-    """Example 7 of EVALUATION.md: q1 Ex 1, q3 Ex 3 (declarative); q2 Ex 2, q4 Ex 4, q5 Ex 5 (interrogative)."""
+    """Example 7 of docs/evaluation.md §5: q1 Ex 1, q3 Ex 3 (declarative); q2 Ex 2, q4 Ex 4, q5 Ex 5 (interrogative)."""
     def ref(qid, seg, tube, qtype):
         return {"query_id": qid, "video_id": "v", "video": "v.mp4", "query": "x", "query_type": qtype, "task": "stvg",
                 "fps": 25.0, "num_frames": seg[1], "width": 100, "height": 100, "segment_start": seg[0], "segment_end": seg[1],
@@ -159,7 +159,7 @@ def test_cli_subprocess_reports_missing_predictions(tmp_path):
 def test_evaluate_module_matches_core(tmp_path):
     evaluate = pytest.importorskip("evaluate")
     refs, preds = canonical_rows()
-    repo_dir = Path(__file__).resolve().parents[1] / "evaluation" / "stvg"
+    repo_dir = Path(__file__).resolve().parents[2] / "evaluation" / "stvg"
     want = compute_stvg_metrics(refs, preds)
     for path in (str(repo_dir), METRIC_PATH):
         metric = evaluate.load(path)

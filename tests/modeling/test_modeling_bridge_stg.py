@@ -261,6 +261,7 @@ def test_remote_code_load_without_package(tester, tmp_path):
     assert "OK BridgeSTGProcessor" in res.stdout
 
 
+@pytest.mark.slow
 def test_overfit_one_clip_box_loss_falls_tenfold(qwen_tokenizer):
     """The decoder learns: on one moving-square clip the box loss (L1 + GIoU) falls by >= 10x."""
     torch.manual_seed(0)

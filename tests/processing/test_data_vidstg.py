@@ -17,8 +17,9 @@ from bridge_stg.processing.writer import write_dataset
 
 import helpers_vidor as H
 
-DATA = Path("/work/shared/data/vidstg")
-needs_data = pytest.mark.skipif(not (DATA / "test_annotations.json").exists(), reason="VidSTG sentence files not available")
+from conftest import VIDSTG_DIR as DATA, VIDSTG_SKIP_REASON
+
+needs_data = pytest.mark.skipif(not (DATA / "test_annotations.json").exists(), reason=VIDSTG_SKIP_REASON)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def test_split(tmp_path_factory):
 
 
 @needs_data
+@pytest.mark.slow  # the module fixture converts the full test split (about 30 s)
 def test_test_split_counts_and_report(test_split):
     entries, _, rows, report, _ = test_split
     assert len(rows) == 10303
@@ -49,6 +51,7 @@ def test_test_split_counts_and_report(test_split):
 
 
 @needs_data
+@pytest.mark.slow  # the module fixture converts the full test split (about 30 s)
 def test_test_split_frame_conventions_and_boxes(test_split):
     entries, _, rows, _, _ = test_split
     by_q, i = {}, 0
@@ -74,6 +77,7 @@ def test_test_split_frame_conventions_and_boxes(test_split):
 
 
 @needs_data
+@pytest.mark.slow  # the module fixture converts the full test split (about 30 s)
 def test_written_folder_loads_with_load_dataset(test_split, tmp_path):
     _, _, rows, report, _ = test_split
     sub = rows[:300]
@@ -91,6 +95,7 @@ def test_written_folder_loads_with_load_dataset(test_split, tmp_path):
 
 
 @needs_data
+@pytest.mark.slow  # the module fixture converts the full test split (about 30 s)
 def test_tubedetr_and_stcat_formats_give_identical_rows(test_split, tmp_path):
     entries, vidor, rows, _, _ = test_split
     n_entries = 250

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_overrides_reach_the_config_and_default_is_the_recipe() -> None:
@@ -21,6 +23,7 @@ def test_config_overrides_reach_the_config_and_default_is_the_recipe() -> None:
     assert over.config.span_source == "frame" and over.config.max_frames == base.config.max_frames
 
 
+@pytest.mark.slow
 def test_ablation_quick_run(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "ablations.py"), "--quick", "--variants", "no_eta,coupled",
