@@ -8,7 +8,7 @@ Nothing here runs on a GPU. Every figure is computed from counts:
   -7B-Instruct (embedded below, no Hub access) build a ``Qwen2_5_VLConfig``; ``BridgeSTGForVideoGrounding``
   (backbone + bridge + QGSL decoder + heads, default ``BridgeSTGConfig`` decoder settings) is instantiated
   on the ``meta`` device and its tensors are counted. LoRA adapter sizes are ``r * (in + out)`` summed over
-  the modules that ``bridge_stg.training.trainer.LORA_TARGET_REGEX`` matches.
+  the modules that ``bridge_stg.training.lora.LORA_TARGET_REGEX`` matches.
 * **Sequence** of one clip: 64 frames (2 fps, ``max_frames``), resized by the package's own video processor
   under the default ``max_pixels`` / ``max_video_tokens``; text tokens are an estimate (see ``text_tokens``).
 * **Model states** per GPU follow the byte-per-parameter table of each strategy (``STRATEGIES``).
