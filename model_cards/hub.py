@@ -328,6 +328,8 @@ def _check_compatible(model: Any, processor: Any) -> None:
         raise ValueError(f"model/processor mismatch: the tokenizer has {len(processor.tokenizer)} tokens, the model {vocab}")
     if processor.span_source != cfg.span_source:
         raise ValueError(f"model/processor mismatch: span_source {cfg.span_source!r} vs {processor.span_source!r}")
+    if getattr(processor, "query_position", "before_video") != cfg.query_position:
+        raise ValueError(f"model/processor mismatch: query_position {cfg.query_position!r} vs {processor.query_position!r}")
 
 
 def verify_checkpoint_folder(out_dir: str | os.PathLike) -> None:

@@ -24,7 +24,8 @@ DEFAULT_SAMPLE_FPS = 2.0
 DEFAULT_MAX_FRAMES = 64
 DEFAULT_MIN_FRAMES = 4
 #: the component losses of ``BridgeSTGModelOutput`` (each weighted by ``<name>_weight``)
-COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span")
+COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span",
+                    "loss_reference")
 LOSS_WEIGHT_FIELDS = tuple(f"{name}_weight" for name in COMPONENT_LOSSES)
 
 
@@ -65,6 +66,23 @@ class BridgeSTGConfig(PreTrainedConfig):
             quickly). Both heads are trained whenever their loss weight is positive.
         grounding_mode (`str`, defaults to `"decoupled"`): `"decoupled"` (Bridge-STG) or `"coupled"`
             (baseline: the MLLM writes the span and one box per sampled frame as text).
+        query_position (`str`, defaults to `"before_video"`): where the prompt puts the query: `"before_video"`
+            (every frame state has read the query) or `"after_video"` (the video tokens are query-agnostic, so the
+            query reaches the decoder only through the bridging queries, and queries can share the video's cache).
+        bridge_query_norm (`bool`, defaults to `False`): LayerNorm on the bridging queries Q_b (the output of the
+            query projection), so the query signal enters the decoder at unit scale from the first step.
+        fusion_layer_norm (`bool`, defaults to `False`): LayerNorm each of the L fused LLM layers before the
+            weighted sum (the last layer is after the final norm, the others are raw residual streams).
+        decoder_init (`str`, defaults to `"normal"`): initialisation of the bridge and decoder layers: `"normal"`
+            (N(0, `initializer_range`)) or `"fan_in"` (U(±1/sqrt(fan_in)), PyTorch's default for `nn.Linear`).
+        relevance_bias_init (`float`, defaults to -5.0): initial beta of the relevance logit `alpha cos + beta`
+            (the log-odds of the share of positive frames is the unbiased start: 0 for half of them).
+        decoder_frame_sampling (`str`, defaults to `"random"`): training frames of the decoder: `"random"` (up to
+            `num_positive_frames` positives and `num_negative_frames` negatives anywhere) or `"contiguous"` (one run
+            of consecutive positives and the negatives next to it, like the span the decoder sees at inference).
+        frame_evidence (`bool`, defaults to `False`): give each frame of a temporal group its own visual evidence
+            in the decoder memory (a projection of that frame's pixels per merged token, added to the group's
+            tokens), so that a box can follow the target within a group.
         num_positive_frames (`int`, defaults to 16): positive frames sampled per clip in training.
         num_negative_frames (`int`, defaults to 4): negative frames sampled per clip in training.
         sample_fps (`float`, defaults to 2.0), max_frames (`int`, defaults to 64), min_frames (`int`,
@@ -72,8 +90,9 @@ class BridgeSTGConfig(PreTrainedConfig):
         max_pixels, min_pixels (`int`): per-frame pixel budget of the resize.
         max_video_tokens (`int`, defaults to 8192): total merged visual-token budget per clip.
         loss_*_weight (`float`): weights of `loss_lm` (1.0), `loss_l1` (5.0), `loss_giou` (2.0),
-            `loss_presence` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5) and `loss_span`
-            (frame start/end cross-entropy, 1.0).
+            `loss_presence` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5), `loss_span`
+            (frame start/end cross-entropy, 1.0) and `loss_reference` (BCE of the box head's reference-point scores
+            against the memory tokens whose cell overlaps the ground-truth box, 0.0).
         contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
         answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
         max_new_tokens (`int`, defaults to 24): generation budget of the span answer.
@@ -112,6 +131,13 @@ class BridgeSTGConfig(PreTrainedConfig):
     eta: bool = True
     span_source: str = "text"
     grounding_mode: str = "decoupled"
+    query_position: str = "before_video"
+    bridge_query_norm: bool = False
+    fusion_layer_norm: bool = False
+    decoder_init: str = "normal"
+    relevance_bias_init: float = -5.0
+    decoder_frame_sampling: str = "random"
+    frame_evidence: bool = False
     num_positive_frames: int = 16
     num_negative_frames: int = 4
     sample_fps: float = DEFAULT_SAMPLE_FPS
@@ -127,6 +153,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     loss_relevance_weight: float = 0.5
     loss_contrastive_weight: float = 0.5
     loss_span_weight: float = 1.0
+    loss_reference_weight: float = 0.0
     contrastive_temperature: float = 0.07
     answer_decimals: int = 1
     max_new_tokens: int = 24
@@ -177,6 +204,14 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.visual_memory, "visual_memory", ("vision", "llm"))
         _check_choice(self.span_source, "span_source", ("text", "frame"))
         _check_choice(self.grounding_mode, "grounding_mode", ("decoupled", "coupled"))
+        _check_choice(self.query_position, "query_position", ("before_video", "after_video"))
+        _check_choice(self.decoder_init, "decoder_init", ("normal", "fan_in"))
+        _check_choice(self.decoder_frame_sampling, "decoder_frame_sampling", ("random", "contiguous"))
+        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if not (isinstance(self.relevance_bias_init, (int, float)) and math.isfinite(self.relevance_bias_init)):
+            raise ValueError(f"relevance_bias_init: must be a finite number, got {self.relevance_bias_init!r}")
         _check_int(self.num_positive_frames, "num_positive_frames", minimum=1)
         _check_int(self.num_negative_frames, "num_negative_frames", minimum=0)
         if not (isinstance(self.sample_fps, (int, float)) and self.sample_fps > 0 and math.isfinite(self.sample_fps)):

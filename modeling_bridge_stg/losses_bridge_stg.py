@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .box_ops_bridge_stg import box_cxcywh_to_xyxy, generalized_box_iou
+from .box_ops_bridge_stg import box_cxcywh_to_xyxy, box_iou, generalized_box_iou
 
 
 def zero_like(reference: torch.Tensor) -> torch.Tensor:
@@ -106,4 +106,23 @@ def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, positive: to
     return 0.5 * (F.cross_entropy(start_logits.float(), first) + F.cross_entropy(end_logits.float(), last))
 
 
-__all__ = ["zero_like", "lm_loss", "box_losses", "presence_loss", "relevance_loss", "contrastive_loss", "span_loss"]
+def reference_loss(layer_scores: torch.Tensor, token_valid: torch.Tensor, cell_boxes: torch.Tensor,
+                   target_boxes: torch.Tensor) -> torch.Tensor:
+    """``loss_reference``: BCE of the box head's reference-point scores against the memory tokens whose grid cell
+    overlaps the ground-truth box (direct supervision of where the box head looks), summed over layers.
+
+    Args:
+        layer_scores: ``(Ld, N, M)`` reference-point logits on the N supervised frames (M memory tokens).
+        token_valid: ``(N, M)`` bool, real (not padding) memory tokens.
+        cell_boxes: ``(N, M, 4)`` each token's grid cell, normalised cxcywh.
+        target_boxes: ``(N, 4)`` ground-truth boxes, normalised cxcywh.
+    """
+    cells = box_cxcywh_to_xyxy(cell_boxes.float())
+    gt = box_cxcywh_to_xyxy(target_boxes.float()).unsqueeze(1).expand_as(cells)
+    targets = box_iou(cells, gt) > 0  # (N, M): the cell overlaps the box
+    t = targets[token_valid].to(layer_scores.dtype)
+    return torch.stack([F.binary_cross_entropy_with_logits(scores[token_valid], t) for scores in layer_scores]).sum()
+
+
+__all__ = ["zero_like", "lm_loss", "box_losses", "presence_loss", "relevance_loss", "contrastive_loss", "span_loss",
+           "reference_loss"]

@@ -28,7 +28,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from . import losses_bridge_stg as losses
-from .configuration_bridge_stg import TASK_IDS, BridgeSTGConfig
+from .configuration_bridge_stg import COMPONENT_LOSSES, TASK_IDS, BridgeSTGConfig
 from .coupled_bridge_stg import COUPLED_SPAN_SOURCES, coupled_forward, coupled_ground
 
 
@@ -47,7 +47,7 @@ class BridgeSTGModelOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*): weighted sum of the component losses.
-        loss_lm, loss_l1, loss_giou, loss_presence, loss_relevance, loss_contrastive, loss_span (`()`):
+        loss_lm, loss_l1, loss_giou, loss_presence, loss_relevance, loss_contrastive, loss_span, loss_reference (`()`):
             the unweighted component losses (0 where a term has nothing to apply to).
         pred_boxes (`(B, F, 4)`): last decoder layer boxes, normalised `(cx, cy, w, h)` relative to the full
             frame, on the sampled frames the decoder ran on (zeros elsewhere). Use
@@ -68,6 +68,7 @@ class BridgeSTGModelOutput(ModelOutput):
     loss_relevance: torch.FloatTensor | None = None
     loss_contrastive: torch.FloatTensor | None = None
     loss_span: torch.FloatTensor | None = None
+    loss_reference: torch.FloatTensor | None = None
     pred_boxes: torch.FloatTensor | None = None
     presence_logits: torch.FloatTensor | None = None
     decoder_frame_mask: torch.BoolTensor | None = None
@@ -122,6 +123,8 @@ class BridgeSTGEncoderOutput:
         cell_centres (`(B, G, M, 2)`), cell_sizes (`(B, G, 2)`): normalised grid cell of each memory token.
         span_start_logits, span_end_logits, relevance_logits, relevance_cosine (`(B, F)`): temporal heads.
         video_features: the vision encoder's output (reused by a second pass on the same video).
+        frame_evidence (`(B, G, 2, M, d)`, *optional*): with `config.frame_evidence`, each frame's own visual evidence
+            per memory token (added to its group's memory).
     """
 
     last_hidden_state: torch.Tensor
@@ -139,6 +142,7 @@ class BridgeSTGEncoderOutput:
     relevance_logits: torch.Tensor
     relevance_cosine: torch.Tensor
     video_features: Any
+    frame_evidence: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- position embeddings
@@ -162,13 +166,17 @@ def grid_sine_embedding(height: int, width: int, dim: int, device: torch.device)
 
 # ----------------------------------------------------------------------------- STSB + ETA
 class BridgeSTGLayerFusion(nn.Module):
-    """Softmax-weighted fusion of the last L LLM layers (weights start uniform)."""
+    """Softmax-weighted fusion of the last L LLM layers (weights start uniform); with `hidden`, each layer is
+    LayerNorm-ed first (the LLM's last layer is after its final norm, the others are raw residual streams)."""
 
-    def __init__(self, num_layers: int):
+    def __init__(self, num_layers: int, hidden: int | None = None):
         super().__init__()
         self.layer_logits = nn.Parameter(torch.zeros(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(num_layers)) if hidden else None
 
     def forward(self, layer_states: list[torch.Tensor]) -> torch.Tensor:
+        if self.norms is not None:
+            layer_states = [norm(s) for norm, s in zip(self.norms, layer_states)]
         weights = self.layer_logits.softmax(0)
         fused = weights[0] * layer_states[0]
         for w, s in zip(weights[1:], layer_states[1:]):
@@ -222,7 +230,7 @@ class BridgeSTGTemporalHead(nn.Module):
         self.rel_query = nn.Linear(d, d)
         self.rel_frame = nn.Linear(d, d)
         self.rel_alpha = nn.Parameter(torch.tensor(10.0))
-        self.rel_beta = nn.Parameter(torch.tensor(-5.0))
+        self.rel_beta = nn.Parameter(torch.tensor(float(config.relevance_bias_init)))
 
     def forward(self, frame_states, times, queries, frame_mask, frame_memory_mean):
         # frame_states, times, frame_memory_mean: (B, F, d); queries: (B, K, d); frame_mask: (B, F)
@@ -253,9 +261,11 @@ class BridgeSTGSemanticBridge(nn.Module):
         super().__init__()
         D, d, K = config.llm_hidden_size, config.decoder_hidden_size, config.num_bridge_queries
         self.bridge_embeddings = nn.Parameter(torch.zeros(K, D))
-        self.bridge_fusion = BridgeSTGLayerFusion(config.bridge_num_layers)
-        self.frame_fusion = BridgeSTGLayerFusion(config.bridge_num_layers)
-        self.query_proj = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, d), nn.GELU(), nn.Linear(d, d))
+        norm = D if config.fusion_layer_norm else None
+        self.bridge_fusion = BridgeSTGLayerFusion(config.bridge_num_layers, norm)
+        self.frame_fusion = BridgeSTGLayerFusion(config.bridge_num_layers, norm)
+        self.query_proj = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, d), nn.GELU(), nn.Linear(d, d),
+                                        *([nn.LayerNorm(d)] if config.bridge_query_norm else []))
         self.frame_state_proj = nn.Sequential(nn.LayerNorm(D), nn.Linear(D, d))
         self.time_proj = nn.Linear(d, d)
         self.query_embed = nn.Parameter(torch.zeros(K, d))  # distinguishes the K query slots
@@ -294,27 +304,53 @@ class BridgeSTGSemanticBridge(nn.Module):
 
 def sample_decoder_frames(
     frame_labels: torch.Tensor, frame_mask: torch.Tensor, task_ids: torch.Tensor, num_positive: int, num_negative: int,
-    eta: bool = True, scores: torch.Tensor | None = None,
+    eta: bool = True, scores: torch.Tensor | None = None, contiguous: bool = False,
 ) -> torch.Tensor:
     """Positive / negative frame sampling for the decoder in training (docs/method.md §3.7).
 
-    Up to `num_positive` frames inside the ground-truth span (label 1) and `num_negative` outside (label 0),
-    uniformly without replacement: the frames of each kind with the lowest random `scores` (`(B, F)` in
-    [0, 1), drawn with `torch.rand` when not given; the collator passes its own seeded draw). Without ETA
-    every valid frame is selected. `tvg` rows (no boxes) get none. Returns `(B, F)` bool.
+    `random`: up to `num_positive` frames inside the ground-truth span (label 1) and `num_negative` outside
+    (label 0), uniformly without replacement: the frames of each kind with the lowest random `scores` (`(B, F)`
+    in [0, 1), drawn with `torch.rand` when not given; the collator passes its own seeded draw).
+    `contiguous`: one run of up to `num_positive` consecutive positives (a random window of the span) and the
+    `num_negative` frames outside the span nearest to it (ties broken by `scores`), like the predicted span the
+    decoder sees at inference. Without ETA every valid frame is selected. `tvg` rows (no boxes) get none.
+    Returns `(B, F)` bool.
     """
+    positive, negative = (frame_labels == 1) & frame_mask, (frame_labels == 0) & frame_mask
+    if eta and scores is None:
+        scores = torch.rand(frame_mask.shape, device=frame_mask.device)
     if not eta:
         selected = frame_mask.clone()
+    elif contiguous:
+        selected = _contiguous_frames(positive, negative, scores, num_positive, num_negative)
     else:
-        if scores is None:
-            scores = torch.rand(frame_mask.shape, device=frame_mask.device)
         selected = torch.zeros_like(frame_mask)
-        for kind, limit in ((frame_labels == 1) & frame_mask, num_positive), ((frame_labels == 0) & frame_mask, num_negative):
+        for kind, limit in (positive, num_positive), (negative, num_negative):
             if limit == 0:
                 continue
             rank = torch.where(kind, scores, torch.full_like(scores, 2.0)).argsort(1).argsort(1)
             selected |= kind & (rank < limit)
     return selected & (task_ids != TASK_IDS["tvg"]).unsqueeze(1)
+
+
+def _contiguous_frames(positive: torch.Tensor, negative: torch.Tensor, scores: torch.Tensor, num_positive: int,
+                       num_negative: int) -> torch.Tensor:
+    """`(B, F)`: a window of consecutive positives and the nearest negatives (see `sample_decoder_frames`)."""
+    B, Fn = positive.shape
+    idx = torch.arange(Fn, device=positive.device)
+    selected = torch.zeros_like(positive)
+    for b in range(B):
+        pos = idx[positive[b]]
+        if pos.numel() and num_positive > 0:
+            length = min(num_positive, pos.numel())
+            first = int((scores[b, 0] * (pos.numel() - length + 1)).floor().clamp(max=pos.numel() - length))
+            selected[b, pos[first: first + length]] = True
+        neg = idx[negative[b]]
+        if neg.numel() and num_negative > 0:
+            centre = pos.float().mean() if pos.numel() else torch.tensor(Fn / 2.0, device=positive.device)
+            distance = (neg.float() - centre).abs() + scores[b, neg] * 0.5  # ties broken by the draw
+            selected[b, neg[distance.argsort()[:num_negative]]] = True
+    return selected
 
 
 # ----------------------------------------------------------------------------- QGSL
@@ -392,12 +428,14 @@ class BridgeSTGDecoderHeads(nn.Module):
         memory_valid: torch.Tensor,  # (B, S, M)
         cell_centres: torch.Tensor,  # (B, S, M, 2) normalised (cx, cy)
         cell_sizes: torch.Tensor,  # (B, S, 2) normalised (w, h) of one grid cell
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Boxes `(B, S, 4)` normalised cxcywh, presence logits `(B, S)` and the reference-point scores `(B, S, M)`
+        (the logits of the softmax over memory tokens; `None` for the MLP head)."""
         attn = self.pool(x).squeeze(-1).softmax(-1)  # (B, S, K)
         h = (attn.unsqueeze(-1) * x).sum(2)  # (B, S, d)
         presence = self.presence(h).squeeze(-1)  # (B, S)
         if self.box_head_type == "mlp":
-            return self.box_mlp(h).sigmoid(), presence
+            return self.box_mlp(h).sigmoid(), presence, None
         d = h.shape[-1]
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), self.ref_key(memory)) / math.sqrt(d)
         scores = scores.masked_fill(~memory_valid, torch.finfo(scores.dtype).min)
@@ -405,7 +443,7 @@ class BridgeSTGDecoderHeads(nn.Module):
         raw = self.ref_mlp(F.relu(memory + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)
         token_boxes = torch.cat([centre, raw[..., 2:].sigmoid()], dim=-1)
-        return (weights.unsqueeze(-1) * token_boxes).sum(2).clamp(0.0, 1.0), presence
+        return (weights.unsqueeze(-1) * token_boxes).sum(2).clamp(0.0, 1.0), presence, scores
 
 
 class BridgeSTGVisualMemory(nn.Module):
@@ -429,6 +467,13 @@ class BridgeSTGSpatialDecoder(nn.Module):
         self.layers = nn.ModuleList(BridgeSTGDecoderLayer(config) for _ in range(config.decoder_layers))
         self.heads = BridgeSTGDecoderHeads(config)
         self.hidden = config.decoder_hidden_size
+        if config.frame_evidence:
+            # one frame's pixels under a merged token: merge² patches of 3 x patch x patch values
+            pixels = config.spatial_merge_size**2 * 3 * config.patch_size**2
+            self.frame_evidence = nn.Sequential(nn.Linear(pixels, config.decoder_hidden_size),
+                                                nn.LayerNorm(config.decoder_hidden_size))
+        else:
+            self.frame_evidence = None
 
     def build_memory(
         self, group_tokens: list[torch.Tensor], grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, dtype: torch.dtype,
@@ -470,16 +515,40 @@ class BridgeSTGSpatialDecoder(nn.Module):
             cells[b, g] = torch.tensor([1.0 / gw, 1.0 / gh], device=device, dtype=dtype)
         return memory, memory_pos, memory_valid, centres, cells
 
+    def build_frame_evidence(
+        self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int,
+        merge: int, temporal_patch: int,
+    ) -> torch.Tensor:
+        """Each frame's own evidence per merged token, `(B, G, temporal_patch, M, d)`.
+
+        `pixel_values` is the processor's `(ΣN_patches, 3 · temporal_patch · p · p)` (rows in merge-block order, values
+        as `(3, temporal_patch, p, p)`): the merge² patches of a token are split into the frames of the group, and
+        each frame's pixels are projected to the decoder width.
+        """
+        B, G = group_valid.shape
+        n_tok = pixel_values.shape[0] // merge**2
+        per_frame = pixel_values.reshape(n_tok, merge**2, 3, temporal_patch, -1).permute(0, 3, 1, 2, 4)
+        ev = self.frame_evidence(per_frame.reshape(n_tok, temporal_patch, -1).to(self.frame_evidence[0].weight.dtype))
+        out = ev.new_zeros(B, G, temporal_patch, M, ev.shape[-1])
+        offset = 0
+        for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
+            n = grid_hw[row][0] * grid_hw[row][1]
+            out[b, g, :, :n] = ev[offset: offset + n].transpose(0, 1)
+            offset += n
+        return out
+
     def forward(self, pos, frame_valid, memory, memory_pos, memory_valid, cell_centres, cell_sizes):
-        """Run the layers from `x = pos`; return every layer's boxes `(Ld, B, S, 4)` and presence logits `(Ld, B, S)`."""
+        """Run the layers from `x = pos`; return every layer's boxes `(Ld, B, S, 4)`, presence logits `(Ld, B, S)`
+        and reference-point scores `(Ld, B, S, M)` (`None` for the MLP box head)."""
         x = pos
-        boxes, presences = [], []
+        boxes, presences, scores = [], [], []
         for layer in self.layers:
             x = layer(x, pos, frame_valid, memory, memory_pos, memory_valid)
-            b, p = self.heads(x, memory, memory_valid, cell_centres, cell_sizes)
+            b, p, r = self.heads(x, memory, memory_valid, cell_centres, cell_sizes)
             boxes.append(b)
             presences.append(p)
-        return torch.stack(boxes), torch.stack(presences)
+            scores.append(r)
+        return torch.stack(boxes), torch.stack(presences), None if scores[0] is None else torch.stack(scores)
 
 
 # ----------------------------------------------------------------------------- pretrained base
@@ -506,7 +575,13 @@ class BridgeSTGPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and self.config.decoder_init == "fan_in":
+            # PyTorch's default for nn.Linear: U(±1/sqrt(fan_in)) for weights and biases
+            bound = 1.0 / math.sqrt(module.weight.shape[1])
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -525,7 +600,7 @@ class BridgeSTGPreTrainedModel(PreTrainedModel):
             init.normal_(module.time_proj.weight, mean=0.0, std=module.hidden**-0.5)
         elif isinstance(module, BridgeSTGTemporalHead):
             init.constant_(module.rel_alpha, 10.0)
-            init.constant_(module.rel_beta, -5.0)
+            init.constant_(module.rel_beta, float(self.config.relevance_bias_init))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -705,6 +780,12 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         grid_hw = [(int(h) // merge, int(w) // merge) for _, h, w in video_grid_thw.tolist()]
         tokens = self._group_tokens(out, input_ids, video_grid_thw, video_features)
         memory, memory_pos, memory_valid, centres, cells = self.qgsl.build_memory(tokens, grid_hw, group_valid, frame_states.dtype)
+        evidence = None
+        if self.qgsl.frame_evidence is not None:
+            if pixel_values_videos is None:
+                raise ValueError("frame_evidence: the decoder needs pixel_values_videos (each frame's own pixels)")
+            evidence = self.qgsl.build_frame_evidence(pixel_values_videos, grid_hw, group_valid, memory.shape[2], merge,
+                                                      cfg.temporal_patch_size)
         memory_mean = (memory * memory_valid.unsqueeze(-1)).sum(2) / memory_valid.sum(2, keepdim=True).clamp(min=1)
         start, end, relevance, cos = self.stsb.temporal_head(frame_states, times, queries, frame_mask, memory_mean[:, frame_group])
         return BridgeSTGEncoderOutput(
@@ -712,11 +793,13 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             time_embeddings=times, frame_group=frame_group, memory=memory, memory_pos=memory_pos,
             memory_valid=memory_valid, cell_centres=centres, cell_sizes=cells, span_start_logits=start,
             span_end_logits=end, relevance_logits=relevance, relevance_cosine=cos, video_features=video_features,
+            frame_evidence=evidence,
         )
 
     # ------------------------------------------------------------------ decoder pass (ETA -> QGSL)
-    def _run_decoder(self, enc: BridgeSTGEncoderOutput, decode_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run QGSL on the frames of `decode_mask` (B, F). Returns layer boxes (Ld, B, F, 4) and logits (Ld, B, F)."""
+    def _run_decoder(self, enc: BridgeSTGEncoderOutput, decode_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run QGSL on the frames of `decode_mask` (B, F). Returns every layer's boxes `(Ld, B, F, 4)`, presence
+        logits `(Ld, B, F)` and reference-point scores `(Ld, B, F, M)` (`None` for the MLP box head)."""
         B, Fmax = decode_mask.shape
         S = max(int(decode_mask.sum(1).max()), 1)
         # pack the selected frames of each sample to the front: frame index per slot (B, S)
@@ -725,16 +808,14 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         bidx = torch.arange(B, device=decode_mask.device)[:, None]
         groups = enc.frame_group[order]  # (B, S)
         pos = self.stsb.query_positions(enc.bridge_queries, enc.time_embeddings[bidx, order], enc.frame_states[bidx, order])
-        boxes, presences = self.qgsl(
-            pos, slot_valid, enc.memory[bidx, groups], enc.memory_pos[bidx, groups], enc.memory_valid[bidx, groups],
+        memory = enc.memory[bidx, groups]  # (B, S, M, d)
+        if enc.frame_evidence is not None:
+            memory = memory + enc.frame_evidence[bidx, groups, order % enc.frame_evidence.shape[2]]
+        boxes, presences, scores = self.qgsl(
+            pos, slot_valid, memory, enc.memory_pos[bidx, groups], enc.memory_valid[bidx, groups],
             enc.cell_centres[bidx, groups], enc.cell_sizes[bidx, groups],
         )
-        # scatter the slots back to frame positions; invalid slots go to a dummy last column
-        Ld = boxes.shape[0]
-        scatter_idx = order.masked_fill(~slot_valid, Fmax)
-        full_boxes = boxes.new_zeros(Ld, B, Fmax + 1, 4).scatter(2, scatter_idx[None, :, :, None].expand(Ld, B, S, 4), boxes)
-        full_logits = presences.new_zeros(Ld, B, Fmax + 1).scatter(2, scatter_idx[None].expand(Ld, B, S), presences)
-        return full_boxes[:, :, :Fmax], full_logits[:, :, :Fmax]
+        return tuple(None if t is None else _scatter_slots(t, order, slot_valid, Fmax) for t in (boxes, presences, scores))
 
     # ------------------------------------------------------------------ training forward
     def forward(
@@ -788,17 +869,16 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             decode = decoder_frame_mask.bool() & frame_mask
         elif frame_labels is not None:
             decode = sample_decoder_frames(frame_labels, frame_mask, task_ids, cfg.num_positive_frames,
-                                           cfg.num_negative_frames, eta=cfg.eta)
+                                           cfg.num_negative_frames, eta=cfg.eta, contiguous=cfg.decoder_frame_sampling == "contiguous")
         else:
             decode = frame_mask
-        layer_boxes, layer_logits = self._run_decoder(enc, decode)
-        terms = dict.fromkeys(("loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive",
-                               "loss_span"), losses.zero_like(layer_boxes))
+        layer_boxes, layer_logits, layer_scores = self._run_decoder(enc, decode)
+        terms = dict.fromkeys(COMPONENT_LOSSES, losses.zero_like(layer_boxes))
         if labels is not None:
             terms["loss_lm"] = losses.lm_loss(enc.last_hidden_state, labels, self.mllm.lm_head)
         if frame_labels is not None:
-            terms.update(self._grounding_losses(enc, layer_boxes, layer_logits, decode, frame_mask, frame_labels,
-                                                target_boxes, target_box_mask, task_ids))
+            terms.update(self._grounding_losses(enc, layer_boxes, layer_logits, layer_scores, decode, frame_mask,
+                                                frame_labels, target_boxes, target_box_mask, task_ids))
         loss = None
         if labels is not None or frame_labels is not None:
             loss = sum(getattr(cfg, f"{name}_weight") * value for name, value in terms.items())
@@ -808,8 +888,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             span_end_logits=enc.span_end_logits, relevance_logits=enc.relevance_logits, bridge_queries=enc.bridge_queries,
         )
 
-    def _grounding_losses(self, enc, layer_boxes, layer_logits, decode, frame_mask, frame_labels, target_boxes,
-                          target_box_mask, task_ids) -> dict[str, torch.Tensor]:
+    def _grounding_losses(self, enc, layer_boxes, layer_logits, layer_scores, decode, frame_mask, frame_labels,
+                          target_boxes, target_box_mask, task_ids) -> dict[str, torch.Tensor]:
         """The decoder and temporal-head losses (docs/method.md §3.8) on the frames each term applies to."""
         cfg = self.config
         out: dict[str, torch.Tensor] = {}
@@ -820,6 +900,11 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             else torch.zeros_like(decode)
         if bool(box_sel.any()):
             out["loss_l1"], out["loss_giou"] = losses.box_losses(layer_boxes[:, box_sel], target_boxes[box_sel])
+            if layer_scores is not None and cfg.loss_reference_weight > 0:
+                cells = torch.cat([enc.cell_centres, enc.cell_sizes.unsqueeze(2).expand_as(enc.cell_centres)], -1)
+                out["loss_reference"] = losses.reference_loss(
+                    layer_scores[:, box_sel], enc.memory_valid[:, enc.frame_group][box_sel],
+                    cells[:, enc.frame_group][box_sel], target_boxes[box_sel])
         # presence: every decoded frame, every layer
         if bool(decode.any()):
             out["loss_presence"] = losses.presence_loss(layer_logits[:, decode], positive[decode])
@@ -889,13 +974,14 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             answers, texts = self._generate_answers(input_ids, attention_mask, mm_token_type_ids, pixel_values_videos,
                                                     video_grid_thw, tokenizer, max_new_tokens)
         ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids, answers)
-        enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask, video_features=video_features)
+        enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
+                           pixel_values_videos=pixel_values_videos, video_features=video_features)
         relevance = enc.relevance_logits.sigmoid().masked_fill(~frame_mask, 0.0)
         spans_s, spans_f, sources = self._predict_spans(enc, relevance, texts, frame_timestamps, frame_mask, source)
         idx = torch.arange(frame_mask.shape[1], device=frame_mask.device)
         decode = (idx[None] >= spans_f[:, :1]) & (idx[None] < spans_f[:, 1:]) & frame_mask if self.config.eta \
             else frame_mask.clone()
-        layer_boxes, layer_logits = self._run_decoder(enc, decode)
+        layer_boxes, layer_logits, _ = self._run_decoder(enc, decode)
         return BridgeSTGGroundingOutput(
             pred_span_seconds=spans_s, pred_span_frames=spans_f, pred_boxes=layer_boxes[-1] * decode.unsqueeze(-1),
             presence_scores=layer_logits[-1].sigmoid() * decode, decoder_frame_mask=decode, relevance_scores=relevance,
@@ -972,6 +1058,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             spans_s[i] = torch.tensor(parsed)
             spans_f[i] = torch.tensor([s, e])
         return spans_s, spans_f, sources
+
+
+def _scatter_slots(values: torch.Tensor, order: torch.Tensor, slot_valid: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """`(Ld, B, S, ...)` per decoder slot -> `(Ld, B, F, ...)` per frame (zeros where the decoder did not run)."""
+    Ld, B, S = values.shape[:3]
+    index = order.masked_fill(~slot_valid, num_frames)  # invalid slots go to a dummy last column
+    index = index[None].reshape(1, B, S, *([1] * (values.dim() - 3))).expand_as(values)
+    out = values.new_zeros(Ld, B, num_frames + 1, *values.shape[3:]).scatter(2, index, values)
+    return out[:, :, :num_frames]
 
 
 # ----------------------------------------------------------------------------- span helpers

@@ -63,6 +63,8 @@ class BridgeSTGProcessor(ProcessorMixin):
         grounding_mode (`str`, defaults to `"decoupled"`): `"coupled"` builds the baseline's training answer
             (span line + one ``<t s>: (x1,y1,x2,y2)`` line per sampled frame in the GT tube, 0–1000 grid) and
             adds no bridge tokens; see ``coupled_bridge_stg.py``.
+        query_position (`str`, defaults to `"before_video"`): the query before or after the video blocks
+            (``BridgeSTGConfig.query_position``).
     """
 
     return_mm_token_type_ids = True
@@ -79,6 +81,7 @@ class BridgeSTGProcessor(ProcessorMixin):
         max_frames: int = DEFAULT_MAX_FRAMES,
         min_frames: int = DEFAULT_MIN_FRAMES,
         grounding_mode: str = "decoupled",
+        query_position: str = "before_video",
         **kwargs: Any,
     ) -> None:
         if video_processor is None:
@@ -95,11 +98,12 @@ class BridgeSTGProcessor(ProcessorMixin):
             ("max_frames", not (_is_int(max_frames) and _is_int(min_frames) and 1 <= min_frames <= max_frames
                                 and max_frames >= 2 and max_frames % 2 == 0), "an even integer >= min_frames >= 1"),
             ("grounding_mode", grounding_mode not in ("decoupled", "coupled"), "'decoupled' or 'coupled'"),
+            ("query_position", query_position not in ("before_video", "after_video"), "'before_video' or 'after_video'"),
         )
         for name, bad, what in checks:
             if bad:
                 raise ValueError(f"{name}: must be {what}, got {locals()[name]!r}")
-        self.grounding_mode, self.span_source = grounding_mode, span_source
+        self.grounding_mode, self.span_source, self.query_position = grounding_mode, span_source, query_position
         self.num_bridge_queries, self.answer_decimals = int(num_bridge_queries), int(answer_decimals)
         self.sample_fps, self.max_frames, self.min_frames = float(sample_fps), int(max_frames), int(min_frames)
         # resolve and check the special tokens once
@@ -151,6 +155,7 @@ class BridgeSTGProcessor(ProcessorMixin):
             span_source=str(config.span_source), answer_decimals=int(config.answer_decimals),
             sample_fps=float(config.sample_fps), max_frames=int(config.max_frames), min_frames=int(config.min_frames),
             grounding_mode=str(getattr(config, "grounding_mode", "decoupled")),
+            query_position=str(getattr(config, "query_position", "before_video")),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -214,10 +219,13 @@ class BridgeSTGProcessor(ProcessorMixin):
 
     # ----------------------------------------------------------------------------- prompt
     def build_prompt(self, query: str, group_timestamps: Sequence[float], tokens_per_group: int) -> str:
-        """The user turn + assistant header of design.md §3 (ends with ``assistant\\n``)."""
+        """The user turn + assistant header of design.md §3 (ends with ``assistant\\n``); the query comes before or
+        after the video blocks (``query_position``)."""
         blocks = "".join(
             f"{self.format_timestamp(t)}{VISION_START}{VIDEO_PAD * tokens_per_group}{VISION_END}" for t in group_timestamps
         )
+        if self.query_position == "after_video":
+            return f"{IM_START}user\n{blocks}\nQuery: {query}\n{QUESTION}{IM_END}\n{IM_START}assistant\n"
         return f"{IM_START}user\nQuery: {query}\n{blocks}\n{QUESTION}{IM_END}\n{IM_START}assistant\n"
 
     @staticmethod

@@ -1,17 +1,22 @@
 """Synthetic STVG benchmark: coloured shapes moving over a textured background, with exact boxes.
 
-Each clip has one **target** (a colour + shape named by the query) that is visible only during a
-random span of the clip, and 1–3 **distractors** of other colours (shapes may repeat). Objects move
-linearly and bounce off the borders. The background is a mildly textured grey that never comes
-close to the saturated shape colours, so a colour test finds the target's pixels exactly.
+Every clip is 112x112, 80 frames at 10 fps by default (:class:`SyntheticSpec`). The background is a mildly
+textured grey that never comes close to the saturated shape colours, so a colour test finds the shapes' pixels
+exactly. Boxes are the exact pixel extent of the drawn shape, ``[x1, y1, x2, y2]`` with exclusive right / bottom
+edges (a shape filling columns 10..19 has ``x1 = 10, x2 = 20``). The target is always drawn last, so it is never
+occluded. Everything is a function of ``numpy.random.Generator`` draws: the same seed gives the same rows and the
+same pixels before encoding (clip ``i`` of a dataset uses ``default_rng([seed, i])``, so it does not depend on the
+number of videos). The span is always ``[tube_start, tube_end)`` and ``frame_ids == range(tube_start, tube_end)``
+with one target box per frame.
 
-Boxes are the exact pixel extent of the drawn shape, ``[x1, y1, x2, y2]`` with exclusive right /
-bottom edges (a shape filling columns 10..19 has ``x1 = 10, x2 = 20``). The target is drawn last, so
-it is never occluded. Everything is a function of ``numpy.random.Generator`` draws: the same seed
-gives the same rows and the same pixels before encoding (clip ``i`` of a dataset uses
-``default_rng([seed, i])``, so it does not depend on the number of videos).
+The clips of this module are the *appearance* family (the control task): one target (a colour + shape named by the
+query, colour unique in the clip) visible only during a random span of 20-80 % of the clip, 1-3 distractors of
+other colours (shapes may repeat); objects move linearly and bounce off the borders. The other query families, in
+which each part of the model has a reason to matter, are rendered by :mod:`bridge_stg.processing.synthetic_families`
+from the same building blocks (:class:`SyntheticSpec`, :class:`SyntheticClip`, :func:`shape_mask`).
 
-This is the data of the demo and of the test suite.
+This is the data of the demo and of the test suite. :func:`write_synthetic_dataset` writes a dataset folder of
+``appearance`` clips, or of a family mix (``families=``).
 """
 
 from __future__ import annotations
@@ -98,6 +103,11 @@ class SyntheticObject:
     present: np.ndarray  # (T,) bool
     boxes: np.ndarray  # (T, 4) float64, NaN where absent
     is_target: bool = False
+    role: str = ""  # "target", "twin", "reference" or "distractor" (default: from is_target)
+
+    def __post_init__(self) -> None:
+        if not self.role:
+            self.role = "target" if self.is_target else "distractor"
 
 
 @dataclass
@@ -117,6 +127,9 @@ class SyntheticClip:
     target_shape: str
     direction: str
     objects: list[SyntheticObject] = field(default_factory=list)
+    family: str = "appearance"
+    twin_boxes: list[list[float]] | None = None  # twin families: the twin's exact box on every frame of frame_ids
+    details: dict[str, Any] = field(default_factory=dict)  # free-form ground-truth facts of the family
 
     @property
     def num_frames(self) -> int:

@@ -39,7 +39,8 @@ from ..configuration_bridge_stg import BridgeSTGConfig
 from ..errors_bridge_stg import MissingAssetError
 from ..modeling_bridge_stg import BridgeSTGForVideoGrounding
 from ..processing_bridge_stg import BridgeSTGProcessor
-from bridge_stg.processing.synthetic import SyntheticClip, SyntheticSpec, render_synthetic_clip
+from bridge_stg.processing.synthetic import SyntheticClip, SyntheticSpec
+from bridge_stg.processing.synthetic_families import FAMILIES, render_family_clip
 from .predict import predict_clips
 from .tiny import tiny_bridge_kwargs, tiny_mllm_config
 from bridge_stg.processing.tokenizer import bridge_token_ids, build_compact_tokenizer
@@ -89,9 +90,13 @@ def clip_rng(stream: int, seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([DEMO_SEED_ROOT, int(stream), int(seed), int(index)])
 
 
-def render_clips(stream: int, seed: int, start: int, count: int, spec: SyntheticSpec = DEMO_SPEC) -> list[SyntheticClip]:
-    """Render clips ``start .. start + count - 1`` of a stream in memory."""
-    return [render_synthetic_clip(clip_rng(stream, seed, start + i), spec) for i in range(count)]
+def render_clips(stream: int, seed: int, start: int, count: int, spec: SyntheticSpec = DEMO_SPEC,
+                 families: Sequence[str] = ("appearance",)) -> list[SyntheticClip]:
+    """Render clips ``start .. start + count - 1`` of a stream in memory; clip ``i`` is of family
+    ``families[i % len(families)]`` (round robin, so every family is equally present in any stretch of clips)."""
+    families = tuple(families)
+    return [render_family_clip(clip_rng(stream, seed, i), families[i % len(families)], spec)
+            for i in range(start, start + count)]
 
 
 @dataclass
@@ -130,7 +135,12 @@ class DemoTrainingArguments:
     min_lr_ratio: float = 0.05
     max_grad_norm: float = 1.0
     eval_every_minutes: float = 3.0
+    #: evaluate every this many steps instead of every ``eval_every_minutes`` (a curve that does not depend on the
+    #: machine's speed)
+    eval_every_steps: int | None = None
     num_eval_clips: int = 96
+    #: query families of the training / validation clips, round robin by clip index (``synthetic_families.FAMILIES``)
+    families: tuple[str, ...] = ("appearance",)
     num_threads: int = 2
     command: str | None = None
     model: DemoModelArguments = field(default_factory=DemoModelArguments)
@@ -189,15 +199,59 @@ def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fract
     return rows
 
 
+def twin_identity(clips: Sequence[SyntheticClip], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Identity accuracy of the twin families: over the ground-truth span frames that got a predicted box, the share
+    where the box overlaps the true target more than its look-alike twin (IoU). ``coverage`` is the share of
+    ground-truth span frames (on the rows' scored frames) that got a box at all."""
+    from bridge_stg.box_ops_bridge_stg import box_iou
+
+    right = boxed = total = 0
+    for clip, row in zip(clips, rows):
+        if clip.twin_boxes is None:
+            continue
+        target = dict(zip(clip.frame_ids, clip.boxes))
+        twin = dict(zip(clip.frame_ids, clip.twin_boxes))
+        pred = dict(zip(row["frame_ids"], row["boxes"]))
+        scored = [f for f in row.get("scored_frame_ids", row["frame_ids"]) if f in target]
+        total += len(scored)
+        for f in scored:
+            if f in pred:
+                boxed += 1
+                right += int(box_iou(np.asarray(pred[f]), np.asarray(target[f])) > box_iou(np.asarray(pred[f]), np.asarray(twin[f])))
+    return {"identity_accuracy": right / boxed if boxed else None, "coverage": boxed / total if total else None,
+            "frames": boxed}
+
+
+def score_clips(clips: Sequence[SyntheticClip], rows: Sequence[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    """Score prediction rows of clips with the exact metric (``tubedetr`` protocol), overall and per family.
+
+    Returns the metric's result dict for all clips, plus ``"families"``: per family present, the headline metrics
+    (``m_tIoU``, ``m_vIoU``, ``vIoU@0.3``, ``vIoU@0.5``, ``num_queries``) and, for families with a twin, the identity
+    accuracy (:func:`twin_identity`).
+    """
+    from ..evaluation import compute_stvg_metrics
+
+    refs = reference_rows(clips, prefix)
+    result = compute_stvg_metrics(refs, rows, protocol="tubedetr")
+    by_family: dict[str, dict[str, Any]] = {}
+    for family in dict.fromkeys(c.family for c in clips):
+        idx = [i for i, c in enumerate(clips) if c.family == family]
+        part = compute_stvg_metrics([refs[i] for i in idx], [rows[i] for i in idx], protocol="tubedetr")
+        entry = {k: part["all"][k] for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "num_queries")}
+        if any(clips[i].twin_boxes is not None for i in idx):
+            entry.update(twin_identity([clips[i] for i in idx], [rows[i] for i in idx]))
+        by_family[family] = entry
+    result["families"] = by_family
+    return result
+
+
 def evaluate_clips(
     model: BridgeSTGForVideoGrounding, processor: BridgeSTGProcessor, clips: Sequence[SyntheticClip], prefix: str,
     progress: bool = True, max_new_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Ground and score clips with the exact metric (``tubedetr`` protocol); the metric's result dict."""
-    from ..evaluation import compute_stvg_metrics
-
+    """Ground and score clips (:func:`score_clips`: the metric's result dict, with per-family results)."""
     rows, _ = predict_clips(model, processor, clips, prefix, progress=progress, max_new_tokens=max_new_tokens)
-    return compute_stvg_metrics(reference_rows(clips, prefix), rows, protocol="tubedetr")
+    return score_clips(clips, rows, prefix)
 
 
 def _lr_factor(step: int, progress: float, warmup: int, min_ratio: float) -> float:
@@ -224,7 +278,11 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     logger.warning(f"demo model: {n_params / 1e6:.2f} M parameters; training for {args.minutes} min"
                    + (f" / {args.max_steps} steps" if args.max_steps else ""))
     optim = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips)
+    families = tuple(args.families)
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown or not families:
+        raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
+    val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips, families=families)
     budget_s = args.minutes * 60.0
     curve: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -241,6 +299,9 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         eval_time += time.perf_counter() - e0
         point = {"step": step, "train_minutes": round((time.perf_counter() - t0 - eval_time) / 60.0, 2), **_headline(res),
                  "loss": round(ema.get("loss", float("nan")), 4)}
+        if len(res["families"]) > 1:
+            point["families"] = {f: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                                 for f, r in res["families"].items()}
         curve.append(point)
         logger.warning(f"held-out ({len(val_clips)} clips) at step {step}: {json.dumps(point)}")
         (out / "learning_curve.json").write_text(json.dumps(curve, indent=1))
@@ -258,7 +319,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         lr = args.learning_rate * _lr_factor(step, frac, args.warmup_steps, args.min_lr_ratio)
         for g in optim.param_groups:
             g["lr"] = lr
-        clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size)
+        clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=families)
         batch = training_batch(processor, clips)
         tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         outputs = model(**tensors)
@@ -271,7 +332,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         optim.step()
         step += 1
         parts = {"loss": float(loss.detach())}
-        for name in ("loss_span", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive"):
+        for name in ("loss_span", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive",
+                     "loss_reference", "loss_lm"):
             v = getattr(outputs, name, None)
             if isinstance(v, torch.Tensor):
                 parts[name.replace("loss_", "")] = float(v.detach())
@@ -279,7 +341,10 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()} | {"lr": f"{lr:.1e}"}, refresh=False)
-        if time.perf_counter() - t0 - eval_time >= next_eval:
+        if args.eval_every_steps:
+            if step % args.eval_every_steps == 0:
+                run_eval()
+        elif time.perf_counter() - t0 - eval_time >= next_eval:
             run_eval()
             next_eval += args.eval_every_minutes * 60.0
     bar.close()

@@ -1,0 +1,144 @@
+"""The method options chosen by measurement (docs/method.md §3.17): each does what its config field says."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
+from bridge_stg.modeling_bridge_stg import sample_decoder_frames
+from bridge_stg.processing.tokenizer import bridge_token_ids
+from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
+
+
+def _build(tok, **overrides):
+    torch.manual_seed(0)
+    config = BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", tok), bridge_token_ids=bridge_token_ids(tok, 4),
+                             **tiny_bridge_kwargs(**overrides))
+    return BridgeSTGForVideoGrounding(config), BridgeSTGProcessor.from_model_config(config, tok)
+
+
+def _clip(num_frames=16, size=56, seed=0):
+    """A white square moving right on a noisy dark background, with exact boxes."""
+    rng = np.random.default_rng(seed)
+    frames = (20 + rng.integers(0, 10, size=(num_frames, size, size, 3))).astype(np.uint8)
+    side, boxes = size // 4, {}
+    for f in range(num_frames):
+        x = 2 + int((size - side - 4) * f / (num_frames - 1))
+        frames[f, 18: 18 + side, x: x + side] = 235
+        boxes[f] = [float(x), 18.0, float(x + side), 18.0 + side]
+    return frames, boxes
+
+
+def _train_batch(processor, query="the white square"):
+    frames, boxes = _clip()
+    return processor(videos=[frames], text=[query], video_fps=[4.0], target_spans=[(4, 12)],
+                     target_boxes=[{f: boxes[f] for f in range(4, 12)}], training=True)
+
+
+def test_bridge_query_norm_and_fusion_norm(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, bridge_query_norm=True, fusion_layer_norm=True)
+    assert isinstance(model.stsb.query_proj[-1], torch.nn.LayerNorm)
+    assert model.stsb.bridge_fusion.norms is not None and len(model.stsb.bridge_fusion.norms) == 2
+    out = model(**_train_batch(processor))
+    q = out.bridge_queries.detach()
+    # normalised: each bridging query has zero mean and about unit variance over its features at initialisation
+    # (LayerNorm's eps lowers it a little when the projection's output is tiny), far from the raw projection's scale
+    torch.testing.assert_close(q.mean(-1), torch.zeros_like(q.mean(-1)), atol=1e-5, rtol=0)
+    assert ((q.var(-1, unbiased=False) > 0.5) & (q.var(-1, unbiased=False) <= 1.0 + 1e-4)).all()
+    out.loss.backward()
+    assert model.stsb.bridge_fusion.norms[0].weight.grad is not None
+
+
+def test_fan_in_init_and_relevance_bias(compact_tokenizer):
+    normal, _ = _build(compact_tokenizer)
+    fan_in, _ = _build(compact_tokenizer, decoder_init="fan_in", relevance_bias_init=0.0)
+    w_normal = normal.qgsl.layers[0].cross_attn.q_proj.weight
+    w = fan_in.qgsl.layers[0].cross_attn.q_proj.weight
+    bound = 1 / math.sqrt(w.shape[1])
+    assert w.abs().max() <= bound and w.std() > 0.5 * bound / math.sqrt(3)  # U(-b, b) has std b / sqrt(3)
+    assert w_normal.std() < 0.03  # N(0, 0.02)
+    assert float(fan_in.stsb.temporal_head.rel_beta) == 0.0 and float(normal.stsb.temporal_head.rel_beta) == -5.0
+
+
+def test_reference_loss_supervises_where_the_box_head_looks(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, loss_reference_weight=1.0, max_pixels=16 * 28 * 28,
+                              min_pixels=16 * 28 * 28)
+    batch = _train_batch(processor)
+    out = model(**batch)
+    assert out.loss_reference > 0
+    # the weighted sum includes it
+    base = sum(getattr(model.config, f"{k}_weight") * getattr(out, k) for k in (
+        "loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span"))
+    torch.testing.assert_close(out.loss, base + out.loss_reference)
+    out.loss_reference.backward()
+    assert model.qgsl.heads.ref_key.weight.grad.abs().sum() > 0
+    # off by default, and absent for the MLP box head
+    off, p2 = _build(compact_tokenizer)
+    assert float(off(**_train_batch(p2)).loss_reference) == 0.0
+    mlp, p3 = _build(compact_tokenizer, box_head="mlp", loss_reference_weight=1.0)
+    assert float(mlp(**_train_batch(p3)).loss_reference) == 0.0
+
+
+def test_contiguous_sampling_takes_a_run_and_its_nearest_negatives():
+    labels = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -100, -100]])
+    mask = labels != -100
+    for seed in range(20):
+        scores = torch.rand(1, 16, generator=torch.Generator().manual_seed(seed))
+        sel = sample_decoder_frames(labels, mask, torch.zeros(1, dtype=torch.long), 4, 2, scores=scores, contiguous=True)[0]
+        pos = sel.nonzero().flatten()[(labels[0][sel] == 1)].tolist()
+        neg = sel.nonzero().flatten()[(labels[0][sel] == 0)].tolist()
+        assert len(pos) == 4 and pos == list(range(pos[0], pos[0] + 4)) and 3 <= pos[0] <= 5
+        assert sorted(neg) == [2, 9]  # the negatives next to the span
+    # random sampling draws any positives; tvg rows get none; without ETA every valid frame
+    sel = sample_decoder_frames(labels, mask, torch.ones(1, dtype=torch.long), 4, 2)
+    assert not sel.any()
+    assert torch.equal(sample_decoder_frames(labels, mask, torch.zeros(1, dtype=torch.long), 4, 2, eta=False), mask)
+
+
+def test_frame_evidence_lets_the_two_frames_of_a_group_differ(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, frame_evidence=True)
+    model.eval()
+    frames, _ = _clip()
+    inputs = processor(videos=[frames], text=["the white square"], video_fps=[4.0])
+    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    out = model.ground(**tensors, span_source="frame")
+    assert out.decoder_frame_mask.any()
+    # the evidence of a frame is a function of that frame's pixels only: editing frame 2 changes the evidence of
+    # slot 1 of group 0 and nothing else
+    grid = [(int(h) // 2, int(w) // 2) for _, h, w in tensors["video_grid_thw"].tolist()]
+    valid = torch.ones(1, len(grid), dtype=torch.bool)
+    ev = model.qgsl.build_frame_evidence(tensors["pixel_values_videos"], grid, valid, grid[0][0] * grid[0][1], 2, 2)
+    frames2 = frames.copy()
+    frames2[2] = 255 - frames2[2]  # sampled frame 1 (2 fps of a 4 fps clip): slot 1 of group 0
+    pv2 = processor(videos=[frames2], text=["the white square"], video_fps=[4.0])["pixel_values_videos"]
+    ev2 = model.qgsl.build_frame_evidence(pv2, grid, valid, grid[0][0] * grid[0][1], 2, 2)
+    changed = (ev - ev2).abs().flatten(3).sum(-1) > 1e-6  # (1, G, 2, M) -> any change per (group, slot, token)
+    assert changed[0, 0, 1].any() and not changed[0, 0, 0].any() and not changed[0, 1:].any()
+    batch = _train_batch(processor)
+    features = model.mllm.model.get_video_features(batch["pixel_values_videos"], batch["video_grid_thw"], return_dict=True)
+    with pytest.raises(ValueError, match="pixel_values_videos"):
+        model._encode(batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"], batch["video_grid_thw"],
+                      batch["frame_timestamps"], batch["frame_mask"].bool(), video_features=features)
+
+
+@pytest.mark.parametrize("position", ["before_video", "after_video"])
+def test_query_position(compact_tokenizer, position):
+    """After the video, the frame states cannot see the query: only the bridging queries carry it."""
+    model, processor = _build(compact_tokenizer, query_position=position)
+    model.eval()
+    prompt = processor.tokenizer.decode(_train_batch(processor)["input_ids"][0])
+    assert (prompt.index("Query:") > prompt.index("<|vision_end|>")) == (position == "after_video")
+    # the fused frame states at <|vision_end|> (read through a hook on the frame-state projection)
+    seen, outs = [], []
+    hook = model.stsb.frame_state_proj.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    with torch.no_grad():
+        for query in ("the white square", "a red circle far away"):
+            outs.append(model(**_train_batch(processor, query)))
+    hook.remove()
+    assert not torch.allclose(outs[0].bridge_queries, outs[1].bridge_queries)
+    assert torch.allclose(seen[0], seen[1], atol=1e-6) == (position == "after_video")
+    assert processor.query_position == position
