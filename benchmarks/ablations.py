@@ -1,41 +1,39 @@
-"""Ablation table on the synthetic benchmark: the full demo recipe, each switch of the method off, the coupled
-text-box baseline; same data, same number of optimizer steps, same seeds, same test clips.
+"""The evidence table on the synthetic benchmark: the demo recipe, each component of the method off, the coupled
+text-box baseline; same data (every query family), same number of optimizer steps, same seeds, same test clips.
 
-    python benchmarks/ablations.py [--quick] [--steps 1000] [--seeds 0,1] [--variants full,...,coupled]
-                                   [--num-test-clips 200] [--threads 1] [--jobs 2] [--out-dir DIR] [--resume]
+    python benchmarks/ablations.py [--quick] [--steps 2500] [--seeds 0,1,2] [--variants full,...,coupled]
+                                   [--num-test-clips 250] [--threads 1] [--jobs 2] [--out-dir DIR] [--resume]
                                    [--report-only]
 
-Every run is :func:`bridge_stg.training.demo.train_demo` (the recipe of ``bridge-stg demo --train``:
-same model sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run's seed) with one
-change to the ``BridgeSTGConfig`` (``DemoModelArguments.config_overrides``):
+Every run is :func:`bridge_stg.training.demo.train_demo` (the recipe of ``bridge-stg demo --train``: same model
+sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run's seed, the query families of
+``DEMO_FAMILIES`` round robin) with one change to the ``BridgeSTGConfig`` (``DemoModelArguments.config_overrides``):
 
-* ``full``: the recipe as shipped (``span_source="frame"``, reference-point box head, ``bridge_num_layers=2``
-  = every layer of the tiny LLM, ETA on, 8 positive + 2 negative decoder frames, contrastive weight 0.5);
-* ``single_layer``: ``bridge_num_layers=1`` (bridge queries from the last LLM layer only);
+* ``full``: the recipe as shipped;
+* ``single_layer``: ``bridge_num_layers=1`` (bridging queries and frame states from the last LLM layer only:
+  no multi-layer fusion);
 * ``no_eta``: ``eta=False`` (the decoder runs on every sampled frame, in training and at inference);
 * ``no_negatives``: ``num_negative_frames=0`` and ``loss_contrastive_weight=0.0``: the decoder is trained on
-  positive frames only (its presence loss sees only positives), the relevance loss is restricted to positive
-  frames and the InfoNCE term is off. The per-frame span head (its loss covers every sampled frame) is
-  unchanged;
+  positive frames only, the relevance loss is restricted to positive frames and the InfoNCE term is off;
+* ``no_bridge``: ``bridge_in_decoder=False``: the decoder's query positions leave the bridging queries out;
+* ``text_span``: ``span_source="text"``: the MLLM writes the span as text ("From A s to B s."), the paper's
+  temporal path, instead of the per-frame start / end head;
 * ``coupled``: ``grounding_mode="coupled"``: the MLLM alone is trained (LM loss) to write the span and one
   ``<t s>: (x1,y1,x2,y2)`` line per positive sampled frame; no bridge, no decoder.
 
-Budget: ``max_steps=--steps`` for every run with an unlimited time budget, so the cosine schedule is a function
-of the step alone; no periodic held-out evaluation (``train_demo``'s final evaluation runs on 4 validation
-clips and is not reported). Test: the first ``--num-test-clips`` clips of the demo's test stream
-(``TEST_STREAM``, seed 0: the clips ``bridge-stg demo`` scores), the same for every run, grounded with
-``ground_clips`` and scored with ``compute_stvg_metrics`` (tubedetr protocol) = ``evaluate_clips``. The coupled
-baseline's generation budget is the token count of its longest well-formed answer (span + a line for every
-sampled frame, computed with the tokenizer, max over extreme boxes) plus 16; its malformed / unparsable
-generations are counted ("budget hit ~N": generations whose re-tokenized text is at least the budget, i.e.
-cut by it; approximate, decoding + re-encoding garbage need not give back the generated count).
+Budget: ``max_steps=--steps`` for every run with an unlimited time budget, so the cosine schedule is a function of
+the step alone; no periodic held-out evaluation. Test: the first ``--num-test-clips`` clips of the demo's test
+stream (``TEST_STREAM``, seed 0, the families round robin: the clips ``bridge-stg demo`` scores), the same for every
+run, grounded with ``predict_clips`` and scored per family with ``score_clips`` (tubedetr protocol; twin identity
+accuracy for the twin families). The coupled baseline's generation budget is the token count of its longest
+well-formed answer (span + a line for every sampled frame, computed with the tokenizer, max over extreme boxes)
+plus 16; its malformed / unparsable generations are counted.
 
-Runs go to ``--jobs`` worker processes (``--threads`` torch threads each); each run's checkpoint and result
-JSON stay in ``--out-dir`` (``--resume`` reuses finished results; ``--resume --report-only`` only tabulates them,
-a run still missing is left out of the tables). Prints a markdown table per seed and the
-mean over seeds; the last stdout line is one JSON object with everything.
+Runs go to ``--jobs`` worker processes (``--threads`` torch threads each); each run's checkpoint and result JSON stay
+in ``--out-dir`` (``--resume`` reuses finished results; ``--resume --report-only`` only tabulates them). Prints a
+markdown table per seed, the mean ± std over seeds, and a per-family table; the last stdout line is one JSON object.
 
-``--quick``: 3 steps, seed 0, 4 test clips (a smoke test of the script, not a measurement).
+``--quick``: 3 steps, seed 0, 5 test clips (a smoke test of the script, not a measurement).
 """
 
 from __future__ import annotations
@@ -62,6 +60,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "single_layer": {"bridge_num_layers": 1},
     "no_eta": {"eta": False},
     "no_negatives": {"num_negative_frames": 0, "loss_contrastive_weight": 0.0},
+    "no_bridge": {"bridge_in_decoder": False},
+    "text_span": {"span_source": "text"},
     "coupled": {"grounding_mode": "coupled"},
 }
 METRICS = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5")
@@ -95,11 +95,10 @@ def run_one(variant: str, seed: int, steps: int, num_test_clips: int, threads: i
     import torch
 
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
-    from bridge_stg.evaluation import compute_stvg_metrics
-    from bridge_stg.training.predict import predict_clips
     from bridge_stg.training.demo import (
-        TEST_STREAM, DemoModelArguments, DemoTrainingArguments, reference_rows, render_clips, train_demo,
+        DEMO_FAMILIES, TEST_STREAM, DemoModelArguments, DemoTrainingArguments, render_clips, score_clips, train_demo,
     )
+    from bridge_stg.training.predict import predict_clips
 
     torch.set_num_threads(threads)
     run_dir = Path(out_dir) / f"{variant}_seed{seed}"
@@ -107,27 +106,28 @@ def run_one(variant: str, seed: int, steps: int, num_test_clips: int, threads: i
         output_dir=str(run_dir), seed=seed, minutes=1e9, max_steps=steps, eval_every_minutes=1e9,
         num_eval_clips=NUM_VAL_CLIPS, num_threads=threads,
         command=f"benchmarks/ablations.py variant {variant} (config overrides {VARIANTS[variant]}) seed {seed} steps {steps}",
-        model=DemoModelArguments(config_overrides=dict(VARIANTS[variant])),
+        model=DemoModelArguments(config_overrides={**DemoModelArguments().config_overrides, **VARIANTS[variant]}),
+        families=DEMO_FAMILIES,
     )
     t0 = time.perf_counter()
     summary = train_demo(args, progress=False)
     train_wall = time.perf_counter() - t0
     model = BridgeSTGForVideoGrounding.from_pretrained(run_dir).eval()
     processor = BridgeSTGProcessor.from_pretrained(run_dir)
-    clips = render_clips(TEST_STREAM, TEST_SEED, 0, num_test_clips)
+    clips = render_clips(TEST_STREAM, TEST_SEED, 0, num_test_clips, families=DEMO_FAMILIES)
     budget = None
     if model.config.grounding_mode == "coupled":
         meta = processor(videos=[c.frames for c in clips[:1]], text=[clips[0].query], video_fps=[clips[0].fps]).video_metadata
         budget = coupled_token_budget(processor, meta)
     e0 = time.perf_counter()
     rows, raw = predict_clips(model, processor, clips, "test", progress=False, max_new_tokens=budget)
-    result = compute_stvg_metrics(reference_rows(clips, "test"), rows, protocol="tubedetr")
+    result = score_clips(clips, rows, "test")
     out: dict[str, Any] = {
         "variant": variant, "seed": seed, "config_overrides": VARIANTS[variant], "steps": summary["steps"],
         "train_minutes": summary["train_minutes"], "train_wall_minutes": round(train_wall / 60.0, 2),
         "test_minutes": round((time.perf_counter() - e0) / 60.0, 2), "num_test_clips": len(clips),
         "metrics": {k: float(result["all"][k]) for k in METRICS}, "m_sIoU": result["all"].get("m_sIoU"),
-        "final_loss_ema": summary["validation"].get("loss"),
+        "final_loss_ema": summary["validation"].get("loss"), "families": result["families"],
         "span_sources": dict(Counter(str(r.get("span_source")) for r in raw)),
     }
     if budget is not None:
@@ -191,13 +191,35 @@ def table(rows: list[dict[str, Any]], names: list[str], spread: bool = False) ->
     return "\n".join(lines)
 
 
+def family_table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """Markdown table of m_vIoU per family (mean ± std over seeds; twin families: identity accuracy too)."""
+    ok = [r for r in rows if "error" not in r and r.get("families")]
+    families = list(dict.fromkeys(f for r in ok for f in r["families"]))
+    lines = ["| variant | " + " | ".join(families) + " | seeds |", "|---|" + "---|" * (len(families) + 1)]
+    for name in names:
+        rs = [r for r in ok if r["variant"] == name]
+        if not rs:
+            continue
+        cells = []
+        for f in families:
+            vals = [r["families"][f]["m_vIoU"] for r in rs if f in r["families"]]
+            cell = f"{statistics.fmean(vals):.3f}" + (f" ± {statistics.pstdev(vals):.3f}" if len(vals) > 1 else "")
+            ids = [r["families"][f].get("identity_accuracy") for r in rs if f in r["families"]]
+            ids = [x for x in ids if x is not None]
+            if ids:
+                cell += f" (id {statistics.fmean(ids):.2f})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(rs)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 steps, seed 0, 4 test clips (smoke test)")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps per run (default: %(default)s)")
-    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=2500, help="optimizer steps per run (default: %(default)s)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
-    p.add_argument("--num-test-clips", type=int, default=200, help="test clips (default: %(default)s)")
+    p.add_argument("--num-test-clips", type=int, default=250, help="test clips, the families round robin (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default: %(default)s)")
     p.add_argument("--out-dir", default=None, help="checkpoints + per-run results (default: a new temporary folder)")
@@ -211,7 +233,7 @@ def main() -> None:
         p.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     steps, seeds, num_test = args.steps, [int(s) for s in args.seeds.split(",") if s], args.num_test_clips
     if args.quick:
-        steps, seeds, num_test = 3, [0], 4
+        steps, seeds, num_test = 3, [0], 5
     if args.out_dir is None:
         import tempfile
 
@@ -266,6 +288,8 @@ def main() -> None:
     if len(seeds) > 1:
         tables["mean"] = table(results, names, spread=True)
         print(f"\n### mean ± std over seeds {args.seeds}\n\n{tables['mean']}", flush=True)
+    tables["families"] = family_table(results, names)
+    print(f"\n### m_vIoU per family (mean ± std over seeds; id = twin identity accuracy)\n\n{tables['families']}", flush=True)
     print(json.dumps({
         "benchmark": "ablations",
         "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or 'cpu'})",

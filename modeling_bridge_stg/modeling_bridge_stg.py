@@ -271,6 +271,7 @@ class BridgeSTGSemanticBridge(nn.Module):
         self.query_embed = nn.Parameter(torch.zeros(K, d))  # distinguishes the K query slots
         self.temporal_head = BridgeSTGTemporalHead(config)
         self.hidden = d
+        self.bridge_in_decoder = config.bridge_in_decoder
 
     def embed_bridge_tokens(self, embeds: torch.Tensor, input_ids: torch.Tensor, bridge_ids: torch.Tensor) -> torch.Tensor:
         """`(B, L, D)` embeddings with the bridge tokens' rows taken from `bridge_embeddings`."""
@@ -297,9 +298,11 @@ class BridgeSTGSemanticBridge(nn.Module):
     def query_positions(self, queries: torch.Tensor, times: torch.Tensor, frame_states: torch.Tensor) -> torch.Tensor:
         """ETA: `P_f^k = Q_b^k + e_k + TimeEmb(t_f) + W_s s_g(f)`, `(B, S, K, d)` for the S selected frames.
 
-        `queries` (B, K, d); `times`, `frame_states` (B, S, d); `e_k` is a learned embedding of query slot k.
+        `queries` (B, K, d); `times`, `frame_states` (B, S, d); `e_k` is a learned embedding of query slot k. With
+        `config.bridge_in_decoder=False` (ablation) Q_b is left out.
         """
-        return (queries + self.query_embed).unsqueeze(1) + (times + frame_states).unsqueeze(2)
+        slots = queries + self.query_embed if self.bridge_in_decoder else self.query_embed.expand_as(queries)
+        return slots.unsqueeze(1) + (times + frame_states).unsqueeze(2)
 
 
 def sample_decoder_frames(

@@ -62,6 +62,8 @@ DEMO_RECIPE_MINUTES_CAP = 115.0
 
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
 DEMO_SPEC = SyntheticSpec()
+#: the query families of the demo's benchmark (round robin by clip index; docs/benchmark.md)
+DEMO_FAMILIES: tuple[str, ...] = FAMILIES
 NUM_BRIDGE_QUERIES = 4
 
 
@@ -448,7 +450,7 @@ def export_demo_checkpoint(
 
 
 __all__ = [
-    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_FAMILIES", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
     "trivial_baseline_rows", "evaluate_clips", "train_demo", "demo_training_procedure", "write_demo_model_card",
 ]

@@ -64,3 +64,22 @@ def test_train_throughput_quick() -> None:
     assert 0 < r["max_rss_mb_after_imports"] <= r["max_rss_mb_after_build"] <= r["peak_rss_mb"] < 16 * 1024
     assert r["parameters"] > 1e6 and r["state_mb"]["adamw"] > 0
     assert "threads=1" in text
+
+
+def test_bridge_diagnostics_quick() -> None:
+    """Zeroing / swapping the bridging queries or the frame states, per family, on the shipped checkpoint."""
+    out, text = run_quick("bridge_diagnostics.py")
+    check_common(out, "bridge_diagnostics")
+    assert out["clips_per_family"] == 4 and len(out["families"]) == 5
+    assert set(out["results"]) == {"none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames"}
+    for name, per_family in out["results"].items():
+        assert set(per_family) == {*out["families"], "all"}
+        for family, r in per_family.items():
+            assert 0.0 <= r["m_vIoU"] <= 1.0
+            if family.startswith("twins"):
+                assert r["identity_accuracy"] is None or 0.0 <= r["identity_accuracy"] <= 1.0
+        # the span is held fixed: every change of the decoder's input leaves m_tIoU as it is
+        assert per_family["all"]["m_tIoU"] == out["results"]["none"]["all"]["m_tIoU"]
+    # the decoder reads its inputs: zeroing the frame states changes the boxes
+    assert out["results"]["zero_frames"]["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
+    assert "| none |" in text

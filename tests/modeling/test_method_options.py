@@ -142,3 +142,19 @@ def test_query_position(compact_tokenizer, position):
     assert not torch.allclose(outs[0].bridge_queries, outs[1].bridge_queries)
     assert torch.allclose(seen[0], seen[1], atol=1e-6) == (position == "after_video")
     assert processor.query_position == position
+
+
+def test_decoder_without_the_bridge_ignores_the_query_after_the_video(compact_tokenizer):
+    """Ablation ``bridge_in_decoder=False`` with the query after the video: nothing query-dependent reaches the
+    decoder, so its boxes are the same for any query; with the (normalised) bridge they differ."""
+    diffs = {}
+    for with_bridge in (False, True):
+        model, processor = _build(compact_tokenizer, query_position="after_video", bridge_in_decoder=with_bridge,
+                                  bridge_query_norm=True, decoder_init="fan_in")
+        model.eval()
+        every = torch.ones(1, 8, dtype=torch.bool)
+        with torch.no_grad():
+            a = model(**_train_batch(processor, "the white square"), decoder_frame_mask=every)
+            b = model(**_train_batch(processor, "a red circle far away"), decoder_frame_mask=every)
+        diffs[with_bridge] = float((a.pred_boxes - b.pred_boxes).abs().max())
+    assert diffs[False] < 1e-5 and diffs[True] > 1e-3, diffs
