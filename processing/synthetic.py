@@ -295,6 +295,7 @@ def write_synthetic_dataset(
     splits: Sequence[float] = (0.8, 0.1, 0.1),
     embed_videos: bool = False,
     progress: bool = True,
+    families: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Render, encode and write ``num_videos`` clips as a dataset folder; return the report dict.
 
@@ -302,7 +303,9 @@ def write_synthetic_dataset(
     next to ``validation``, the rest to ``test`` (:func:`split_sizes`). Videos are written to
     ``out_dir/videos/<split>/synth_<i>.mp4`` and the ``video`` column is relative to ``out_dir``
     (the video root of a synthetic set is the dataset folder itself). With ``embed_videos`` the mp4
-    bytes are also stored in the ``video_bytes`` column.
+    bytes are also stored in the ``video_bytes`` column. With ``families`` (query families of
+    :mod:`bridge_stg.processing.synthetic_families`), clip ``i`` is of family ``families[i % len(families)]``
+    and its query id / video id is ``{family}_<i>`` (so results can be split by family).
     """
     spec = spec or SyntheticSpec()
     spec.validate()
@@ -318,11 +321,23 @@ def write_synthetic_dataset(
          "boxes = exact pixel extent of the drawn target, [x1, y1, x2, y2] with exclusive right/bottom edges",
          "video paths are relative to the dataset folder; clip i uses numpy default_rng([seed, i])"],
     )
+    if families is not None:
+        from .synthetic_families import FAMILIES, render_family_clip
+
+        families = tuple(families)
+        unknown = sorted(set(families) - set(FAMILIES))
+        if unknown or not families:
+            raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
+        report.inputs["families"] = list(families)
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name, n in zip(SPLIT_NAMES, sizes) if n > 0}
     for i in tqdm(range(num_videos), desc="synth", unit="clip", disable=not progress):
         split = SPLIT_NAMES[int(np.searchsorted(bounds, i, side="right")) - 1]
-        clip = render_synthetic_clip(np.random.default_rng([seed, i]), spec)
-        vid = f"synth_{i:06d}"
+        if families is None:
+            clip = render_synthetic_clip(np.random.default_rng([seed, i]), spec)
+            vid = f"synth_{i:06d}"
+        else:
+            clip = render_family_clip(np.random.default_rng([seed, i]), families[i % len(families)], spec)
+            vid = f"{clip.family}_{i:06d}"
         rel = f"videos/{split}/{vid}.mp4"
         write_mp4(out / rel, clip.frames, clip.fps, spec.crf)
         rows[split].append(clip.row(vid, vid, rel))

@@ -294,3 +294,21 @@ def test_other_frame_rates_and_sizes():
         render_family_clip(np.random.default_rng(0), "twins_event", SyntheticSpec(num_frames=30))
     with pytest.raises(ValueError):
         render_family_clip(np.random.default_rng(0), "action", SyntheticSpec(num_frames=30))
+
+
+def test_write_dataset_with_families(tmp_path):
+    """A dataset folder of a family mix: query ids name the family, rows are the clips' canonical rows."""
+    import datasets
+
+    from bridge_stg.processing.synthetic import write_synthetic_dataset
+
+    spec = SyntheticSpec()
+    write_synthetic_dataset(tmp_path, 5, seed=4, spec=spec, splits=(0.6, 0.2, 0.2), families=FAMILIES, progress=False)
+    ds = datasets.load_dataset(str(tmp_path))
+    ids = sorted(r["query_id"] for split in ds.values() for r in split)
+    assert ids == sorted(f"{f}_{i:06d}" for i, f in enumerate(FAMILIES))
+    first = ds["train"][0]
+    clip = render_family_clip(np.random.default_rng([4, 0]), FAMILIES[0], spec)
+    assert first["query"] == clip.query and first["tube_start"] == clip.tube_start and first["tube_end"] == clip.tube_end
+    with pytest.raises(ValueError, match="families"):
+        write_synthetic_dataset(tmp_path / "x", 2, seed=0, families=["nope"], progress=False)
