@@ -3,11 +3,16 @@
 Every subcommand is a module of :mod:`bridge_stg.commands` exposing ``main(argv: list[str]) -> int``
 that owns its own parser (``HfArgumentParser`` over dataclasses where the options map onto config
 fields). This file only dispatches, so adding a subcommand never touches another one.
+
+Bad input is one line on stderr and exit code 2 (:func:`bridge_stg.commands.common.run_command`, also applied here to
+whatever a subcommand lets through); ``bridge-stg --debug <command> ...`` (or ``--debug`` anywhere after a command but
+``train``, where ``--debug`` is a ``TrainingArguments`` option) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # name -> (module, one-line description). Order is the order of ``bridge-stg --help``.
@@ -33,23 +38,44 @@ def _usage() -> str:
     ]
     for name, (_, desc) in SUBCOMMANDS.items():
         lines.append(f"  {name.ljust(width)}  {desc}")
-    lines += ["", "Run `bridge-stg <command> --help` for the options of one command."]
+    lines += ["", "Run `bridge-stg <command> --help` for the options of one command. Bad input exits with code 2 and one",
+              "line on stderr; `bridge-stg --debug <command> ...` shows the traceback instead."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``bridge-stg <command> ...``; returns the exit code."""
+    from bridge_stg.commands.common import DEBUG_ENV, run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    while argv and argv[0] == "--debug":  # `bridge-stg --debug <command>`: for the command too (train included)
+        argv.pop(0)
+        debug = True
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
         argv[0] = "version"
     name, rest = argv[0], argv[1:]
+    if name != "train" and "--debug" in rest:  # train: `--debug` belongs to TrainingArguments
+        rest = [a for a in rest if a != "--debug"]
+        debug = True
     if name not in SUBCOMMANDS:
         print(f"bridge-stg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    previous = os.environ.get(DEBUG_ENV)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        return run_command(f"bridge-stg {name}", module.main, rest, strip_debug=False)
+    finally:
+        if debug:
+            if previous is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

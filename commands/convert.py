@@ -10,14 +10,18 @@ Formats (subcommands):
   rec       --annotations FILE --split NAME --out DIR [--video-root DIR]
 
 Every run writes ``DIR/data/<split>-00000-of-00001.parquet``, ``DIR/README.md`` (dataset card) and
-``DIR/conversion_report.json``, and prints the report. Bad input exits with code 2 and a message
-naming the file, the record and the field.
+``DIR/conversion_report.json``, and prints the report. A folder written by an earlier ``bridge-stg convert``
+(only ``data/``, ``README.md`` and ``conversion_report.json``) takes the new split beside its others (a split of
+the same name, and the run that wrote it, are replaced, and the command says so); any other non-empty folder is
+refused without ``--overwrite`` (which replaces it), and a folder that holds an input is always refused. Bad input
+exits with code 2 and one line naming the file, the record and the field (``--debug`` for the traceback).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from transformers import HfArgumentParser
@@ -25,7 +29,8 @@ from transformers.utils import logging
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
-from bridge_stg.processing.writer import write_dataset
+from bridge_stg.commands.common import folder_holds_only, plan_output_folder, run_command, staged_folder
+from bridge_stg.processing.writer import REPORT_NAME, write_dataset
 
 logger = logging.get_logger(__name__)
 
@@ -34,6 +39,8 @@ logger = logging.get_logger(__name__)
 class _Common:
     split: str = field(metadata={"help": "split name of the rows (e.g. train, val, test)"})
     out: str = field(metadata={"help": "output dataset folder"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace --out when it is a non-empty folder that bridge-stg convert did not write"})
 
 
 @dataclass
@@ -176,6 +183,12 @@ FORMATS: dict[str, tuple[type, Callable[[Any], tuple[list, Any, str]]]] = {
 }
 
 
+def written_by_convert(folder: Path) -> bool:
+    """A folder of an earlier ``bridge-stg convert``: ``conversion_report.json`` and nothing but its ``data/`` and
+    ``README.md`` (a synthetic set also has ``videos/``: not ours to merge into)."""
+    return folder_holds_only(folder, ("data", "README.md", REPORT_NAME), REPORT_NAME)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bridge-stg convert``; returns the exit code (2 on bad input)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -186,19 +199,28 @@ def main(argv: list[str] | None = None) -> int:
     if fmt not in FORMATS:
         print(f"bridge-stg convert: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}", file=sys.stderr)
         return 2
+    return run_command(f"bridge-stg convert {fmt}", lambda rest: _convert(fmt, rest), argv[1:])
+
+
+def _convert(fmt: str, argv: list[str]) -> int:
     cls, run = FORMATS[fmt]
-    parser = HfArgumentParser(cls, prog=f"bridge-stg convert {fmt}", description=cls.__doc__)
-    (args,) = parser.parse_args_into_dataclasses(args=argv[1:])
-    try:
-        rows, report, title = run(args)
-        embed_root = args.video_root if args.embed_videos else None
-        if args.embed_videos and not embed_root:
-            raise BridgeSTGError("--embed-videos needs --video-root")
-        write_dataset(args.out, {args.split: rows}, report, title=f"{title}, split {args.split}",
-                      description=f"Converted by `bridge-stg convert {fmt}`.", embed_videos_from=embed_root)
-    except BridgeSTGError as exc:
-        print(f"bridge-stg convert {fmt}: error: {exc}", file=sys.stderr)
-        return 2
+    prog = f"bridge-stg convert {fmt}"
+    parser = HfArgumentParser(cls, prog=prog, description=cls.__doc__)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    inputs = [getattr(args, name, None) or None for name in ("sentences", "vidor", "annotations", "video_root")]
+    plan = plan_output_folder(args.out, args.overwrite, "--out", "bridge-stg convert", written_by_convert, inputs=inputs)
+    rows, report, title = run(args)
+    embed_root = args.video_root if args.embed_videos else None
+    if args.embed_videos and not embed_root:
+        raise BridgeSTGError("--embed-videos needs --video-root")
+    write = dict(title=f"{title}, split {args.split}", description=f"Converted by `{prog}`.", embed_videos_from=embed_root)
+    if plan.action == "refresh":  # the new split joins the folder's others (write_dataset says what it replaces)
+        write_dataset(args.out, {args.split: rows}, report, **write)
+    else:
+        if plan.action == "overwrite":
+            logger.warning(plan.describe("bridge-stg convert"))
+        with staged_folder(plan) as tmp:
+            write_dataset(tmp, {args.split: rows}, report, **write)
     print(f"wrote {args.out}")
     return 0
 

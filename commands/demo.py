@@ -5,7 +5,9 @@ test stream (never used in training, see :mod:`bridge_stg.training.demo`), groun
 shipped tiny checkpoint, score them with the exact STVG metric (``DIR/metrics.json``, the JSON of
 ``bridge-stg evaluate --json``), score a trivial baseline the same way (``DIR/baseline_metrics.json``),
 copy the checkpoint to ``DIR/checkpoint/`` (loadable by ``pipeline("video-grounding")``), ground one clip
-with that pipeline into ``DIR/example.json`` and an annotated ``DIR/example.mp4``, and print a summary.
+with that pipeline into ``DIR/example.json`` and an annotated ``DIR/example.mp4``, and print a summary. ``DIR`` is
+written under a temporary name and renamed at the end; a ``DIR`` of an earlier demo is replaced (the command says
+so), any other non-empty folder needs ``--overwrite``.
 
 With ``--train``: train the demo checkpoint from scratch (``--max-steps``, ``--minutes``, ``--seed``,
 ``--output-dir``); see :func:`bridge_stg.training.demo.train_demo`. The defaults are the shipped
@@ -40,16 +42,37 @@ def _summary_table(model_res: dict[str, Any], base_res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: what ``bridge-stg demo`` writes into its folder (a folder holding only these, with ``metrics.json``, is one the
+#: demo wrote before: a rerun replaces it)
+DEMO_OUTPUTS = ("metrics.json", "baseline_metrics.json", "predictions.jsonl", "references.jsonl", "checkpoint",
+                "example_input.mp4", "example.mp4", "example.json")
+
+
+def written_by_demo(folder: Path) -> bool:
+    """A folder of an earlier ``bridge-stg demo``: nothing but :data:`DEMO_OUTPUTS`, ``metrics.json`` among them."""
+    from bridge_stg.commands.common import folder_holds_only
+
+    return folder_holds_only(folder, DEMO_OUTPUTS, "metrics.json")
+
+
 def run_demo(
     out_dir: str | os.PathLike[str], num_clips: int = 200, seed: int = 0, checkpoint: str | os.PathLike[str] | None = None,
-    num_threads: int = 2, progress: bool = True,
+    num_threads: int = 2, progress: bool = True, overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Ground and score fresh synthetic test clips with the demo checkpoint; write the demo folder; return a summary."""
+    """Ground and score fresh synthetic test clips with the demo checkpoint; write the demo folder; return a summary.
+
+    The folder is built under a temporary name beside ``out_dir`` and renamed at the end. An ``out_dir`` written by an
+    earlier demo is replaced (with a warning naming what it held); any other non-empty folder raises
+    :class:`~bridge_stg.errors_bridge_stg.OutputExistsError` unless ``overwrite``, and so does a folder that holds
+    ``checkpoint``.
+    """
     import torch
     from transformers import AutoModel, pipeline
 
     import bridge_stg  # noqa: F401  (registers the model and the "video-grounding" pipeline)
     from bridge_stg import BridgeSTGProcessor
+    from bridge_stg.commands.common import plan_output_folder, staged_folder
+    from bridge_stg.errors_bridge_stg import BridgeSTGError
     from bridge_stg.evaluation import compute_stvg_metrics
     from bridge_stg.evaluation.visualize import write_annotated_video
     from bridge_stg.training.predict import predict_clips
@@ -59,12 +82,12 @@ def run_demo(
     from bridge_stg.processing.synthetic import write_mp4
 
     if num_clips < 1:
-        raise ValueError(f"--num-clips must be >= 1, got {num_clips}")
+        raise BridgeSTGError(f"--num-clips must be >= 1, got {num_clips}")
+    ckpt = Path(checkpoint) if checkpoint is not None else Path(demo_checkpoint_path())
+    plan = plan_output_folder(out_dir, overwrite, "--out", "bridge-stg demo", written_by_demo, inputs=[ckpt])
     torch.set_num_threads(num_threads)
     t0 = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(checkpoint) if checkpoint is not None else Path(demo_checkpoint_path())
     model = AutoModel.from_pretrained(ckpt)
     processor = BridgeSTGProcessor.from_pretrained(ckpt)
     model.eval()
@@ -76,44 +99,45 @@ def run_demo(
     result = compute_stvg_metrics(refs, preds, protocol="tubedetr")
     baseline = compute_stvg_metrics(refs, trivial_baseline_rows(clips, "test"), protocol="tubedetr")
     result["dataset"] = baseline["dataset"] = f"synthetic test stream (seed {seed}, {num_clips} clips)"
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    (out / "baseline_metrics.json").write_text(json.dumps(baseline, indent=2))
-    with open(out / "predictions.jsonl", "w") as f:
-        for r in preds:
-            f.write(json.dumps(r) + "\n")
-    with open(out / "references.jsonl", "w") as f:
-        for r in refs:
-            f.write(json.dumps(r) + "\n")
+    note = plan.describe("bridge-stg demo")
+    if note:
+        logger.warning(note)
+    with staged_folder(plan) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
+        (tmp / "baseline_metrics.json").write_text(json.dumps(baseline, indent=2))
+        (tmp / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preds))
+        (tmp / "references.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
 
-    # a self-contained checkpoint folder (code, auto_map, pipeline registration, card with these test metrics)
-    dst = out / "checkpoint"
-    export_demo_checkpoint(model, processor, ckpt, dst, test_result=result, baseline_result=baseline)
+        # a self-contained checkpoint folder (code, auto_map, pipeline registration, card with these test metrics)
+        dst = tmp / "checkpoint"
+        export_demo_checkpoint(model, processor, ckpt, dst, test_result=result, baseline_result=baseline)
 
-    # one clip through the user-facing path: an mp4 file, the pipeline loaded from the copied checkpoint
-    clip = clips[0]
-    write_mp4(out / "example_input.mp4", clip.frames, clip.fps)
-    grounder = pipeline("video-grounding", model=str(dst), trust_remote_code=True)
-    with tqdm(total=1, desc="example clip (pipeline)", disable=not progress) as bar:
-        res = grounder(str(out / "example_input.mp4"), text=clip.query)
-        bar.update(1)
-    span = tuple(res["span"])
-    write_annotated_video(out / "example_input.mp4", [res], out / "example.mp4", progress=progress)
-    example = {
-        "query": clip.query, "fps": clip.fps, "num_frames": clip.num_frames, "width": clip.width, "height": clip.height,
-        "prediction": res, "ground_truth": {"span": [clip.tube_start, clip.tube_end],
-                                            "frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]},
-        "test_stream_seed": seed, "clip_index": 0,
-        "input_video": "example_input.mp4", "annotated_video": "example.mp4",
-    }
-    (out / "example.json").write_text(json.dumps(example, indent=2))
+        # one clip through the user-facing path: an mp4 file, the pipeline loaded from the copied checkpoint
+        clip = clips[0]
+        write_mp4(tmp / "example_input.mp4", clip.frames, clip.fps)
+        grounder = pipeline("video-grounding", model=str(dst), trust_remote_code=True)
+        with tqdm(total=1, desc="example clip (pipeline)", disable=not progress) as bar:
+            res = grounder(str(tmp / "example_input.mp4"), text=clip.query)
+            bar.update(1)
+        span = tuple(res["span"])
+        write_annotated_video(tmp / "example_input.mp4", [res], tmp / "example.mp4", progress=progress)
+        example = {
+            "query": clip.query, "fps": clip.fps, "num_frames": clip.num_frames, "width": clip.width, "height": clip.height,
+            "prediction": res, "ground_truth": {"span": [clip.tube_start, clip.tube_end],
+                                                "frame_ids": list(clip.frame_ids), "boxes": [list(b) for b in clip.boxes]},
+            "test_stream_seed": seed, "clip_index": 0,
+            "input_video": "example_input.mp4", "annotated_video": "example.mp4",
+        }
+        (tmp / "example.json").write_text(json.dumps(example, indent=2))
+        written = sorted(e.name + ("/" if e.is_dir() else "") for e in tmp.iterdir())
     elapsed = time.perf_counter() - t0
     summary = {"num_clips": num_clips, "seed": seed, "checkpoint": str(ckpt), "seconds": round(elapsed, 1),
-               "model": result["all"], "baseline": baseline["all"]}
+               "model": result["all"], "baseline": baseline["all"], "out": str(out), "files": written}
     print(f"\nbridge-stg demo: {num_clips} fresh synthetic clips (test stream seed {seed}), tubedetr protocol, "
           f"{elapsed:.0f} s")
     print(_summary_table(result, baseline))
     print(f"example: {clip.query!r} -> frames [{span[0]}, {span[1]}) (ground truth [{clip.tube_start}, {clip.tube_end}))")
-    print(f"wrote {out}/metrics.json, baseline_metrics.json, example.mp4, example.json, checkpoint/")
+    print(f"wrote {out}/: {', '.join(written)}")
     return summary
 
 
@@ -131,6 +155,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="demo: seed of the test stream; --train: training seed (default: %(default)s)")
     parser.add_argument("--checkpoint", default=None, help="demo: checkpoint folder (default: the shipped one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="demo: replace --out when it is a non-empty folder that bridge-stg demo did not write "
+                             "(a folder of an earlier demo is always replaced)")
     parser.add_argument("--minutes", type=float, default=DEMO_RECIPE_MINUTES_CAP,
                         help="--train: cap on the training minutes (default: %(default)s)")
     parser.add_argument("--max-steps", type=int, default=DEMO_RECIPE_STEPS,
@@ -143,6 +170,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
+    if args.num_clips < 1:
+        parser.error(f"--num-clips: must be >= 1, got {args.num_clips}")
     if args.max_steps < 0:
         parser.error(f"--max-steps: must be >= 0, got {args.max_steps}")
     progress = not args.no_progress
@@ -158,5 +187,5 @@ def main(argv: list[str]) -> int:
         print(json.dumps({k: summary[k] for k in ("seed", "steps", "train_minutes", "wall_minutes", "validation")}))
         return 0
     run_demo(args.out, num_clips=args.num_clips, seed=args.seed, checkpoint=args.checkpoint, num_threads=args.threads,
-             progress=progress)
+             progress=progress, overwrite=args.overwrite)
     return 0

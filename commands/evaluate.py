@@ -7,7 +7,9 @@ Examples::
     bridge-stg evaluate --references hcstvg_v1/test.json --predictions preds.jsonl --protocol hcstvg \\
         --per-query per_query.csv --plot hist.png
 
-Exit codes: 0 success, 2 bad input (message naming the file / query / field on stderr).
+``--per-query`` / ``--plot`` never replace an existing file without ``--overwrite``, nor an input; they are written
+under a temporary name and renamed at the end. Exit codes: 0 success, 2 bad input (one line naming the file / query /
+field on stderr; ``--debug`` for the traceback).
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from typing import Any
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
+from bridge_stg.commands.common import atomic_output_file, check_output_file, run_command
+
 from bridge_stg.evaluation.io import read_predictions, read_references
 from bridge_stg.evaluation.metrics import PROTOCOLS, QUERY_TYPES, compute_stvg_metrics
+
+
+PROG = "bridge-stg evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bridge-stg evaluate``."""
     p = argparse.ArgumentParser(
-        prog="bridge-stg evaluate",
+        prog=PROG,
         description="Score STVG predictions (JSONL) against references (canonical JSONL/JSON/parquet/dataset folder, "
         "TubeDETR {'videos','trajectories'} JSON, or raw HC-STVG JSON). Values are fractions in [0, 1].",
     )
@@ -43,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.add_argument("--per-query", "--per_query", dest="per_query", default=None, help="write per-query numbers to this CSV")
     p.add_argument("--plot", default=None, help="write a histogram of per-query vIoU and tIoU to this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --per-query / --plot file")
     return p
 
 
@@ -76,7 +85,7 @@ def format_table(result: dict[str, Any]) -> str:
 def write_per_query_csv(path: str, table: dict[str, list[Any]]) -> None:
     """One CSV row per reference query with every per-query number."""
     keys = list(table)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with atomic_output_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(keys)
         for row in zip(*(table[k] for k in keys)):
@@ -103,23 +112,30 @@ def write_plot(path: str, table: dict[str, list[Any]], title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_output_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``bridge-stg evaluate``; returns the exit code."""
+    return run_command(PROG, _run, argv, errors=(BridgeSTGError, ValueError, OSError))
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        refs, info = read_references(args.references, args.split)
-        preds = read_predictions(args.predictions)
-        result = compute_stvg_metrics(
-            refs, preds, args.protocol, interpolate=args.interpolate, stcat_compat=args.stcat_compat,
-            target_fps=args.fps, max_frames=args.max_frames, return_per_query=bool(args.per_query or args.plot),
-        )
-    except (BridgeSTGError, ValueError) as exc:
-        print(f"bridge-stg evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    inputs = [args.references, args.predictions]
+    for option, path in (("--per-query", args.per_query), ("--plot", args.plot)):
+        if path is not None:
+            check_output_file(path, args.overwrite, option, inputs=inputs)
+    if args.per_query is not None and args.plot is not None and os.path.abspath(args.per_query) == os.path.abspath(args.plot):
+        raise BridgeSTGError(f"--per-query and --plot: both name {args.plot}")
+    refs, info = read_references(args.references, args.split)
+    preds = read_predictions(args.predictions)
+    result = compute_stvg_metrics(
+        refs, preds, args.protocol, interpolate=args.interpolate, stcat_compat=args.stcat_compat,
+        target_fps=args.fps, max_frames=args.max_frames, return_per_query=bool(args.per_query or args.plot),
+    )
     per_query = result.pop("per_query", None)
     result["references"] = info
     if args.per_query:

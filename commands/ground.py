@@ -8,8 +8,10 @@ Examples::
     bridge-stg ground synthetic.mp4 "the red square" --output demo.gif      # the shipped demo checkpoint
 
 Without ``--model`` the tiny demo checkpoint shipped with the package is used, and a note on stderr says
-so: it is trained on synthetic shapes only. Exit codes: 0 success, 2 bad input or checkpoint (one line on
-stderr naming the file), 1 unexpected failure.
+so: it is trained on synthetic shapes only. ``--output`` / ``--json`` never replace an existing file without
+``--overwrite`` and never the input video; they are written under a temporary name and renamed at the end.
+Exit codes: 0 success, 2 bad input or checkpoint (one line on stderr naming the file; ``--debug`` for the
+traceback), 1 unexpected failure.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class GroundArguments:
     batch_size: int = field(default=1, metadata={"help": "queries grounded together in one model call"})
     device: str = field(default="cpu", metadata={"help": "torch device, e.g. cpu or cuda:0"})
     dtype: str = field(default="auto", metadata={"help": "weights dtype: auto (as saved), float32, bfloat16, float16"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output / --json file"})
     progress: bool = field(default=True, metadata={"help": "progress bars on stderr (--no_progress to hide)"})
 
 
@@ -75,11 +78,12 @@ def _resolve_model(path: str | None) -> tuple[str, bool]:
     return path, False
 
 
-def load_grounder(model_dir: str, device: str = "cpu", dtype: str = "auto", batch_size: int = 1) -> Any:
-    """A ``VideoGroundingPipeline`` on the installed package's classes (the folder's code is not executed)."""
+def load_checkpoint(model_dir: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any]:
+    """``(model, processor)`` of a checkpoint folder, on the installed package's classes (the folder's code is not
+    executed); the model in eval mode on ``device``. Errors name the folder."""
     import torch
 
-    from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor, VideoGroundingPipeline
+    from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
     from bridge_stg.errors_bridge_stg import BridgeSTGError
 
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as fh:
@@ -96,6 +100,14 @@ def load_grounder(model_dir: str, device: str = "cpu", dtype: str = "auto", batc
         kwargs["dtype"] = getattr(torch, dtype)
     model = BridgeSTGForVideoGrounding.from_pretrained(model_dir, **kwargs)
     processor = BridgeSTGProcessor.from_pretrained(model_dir)
+    return model.to(device).eval(), processor
+
+
+def load_grounder(model_dir: str, device: str = "cpu", dtype: str = "auto", batch_size: int = 1) -> Any:
+    """A ``VideoGroundingPipeline`` on the installed package's classes (the folder's code is not executed)."""
+    from bridge_stg import VideoGroundingPipeline
+
+    model, processor = load_checkpoint(model_dir, device=device, dtype=dtype)
     return VideoGroundingPipeline(model=model, processor=processor, device=device, batch_size=batch_size)
 
 
@@ -129,6 +141,8 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
     from bridge_stg.errors_bridge_stg import BridgeSTGError, InvalidQueryError
     from bridge_stg.video_io_bridge_stg import probe_video
 
+    from .common import check_output_file, write_text_atomic
+
     for i, q in enumerate(queries):
         if not q.strip():
             raise InvalidQueryError(f"query {i + 1} is empty")
@@ -137,8 +151,10 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
         if ext not in (".mp4", ".gif"):
             raise BridgeSTGError(f"--output {args.output}: unsupported format {ext or '(none)'!r}; use .mp4 or .gif")
     for name, path in (("--output", args.output), ("--json", args.json)):
-        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise BridgeSTGError(f"{name} {path}: the folder {os.path.dirname(os.path.abspath(path))} does not exist")
+        if path is not None:
+            check_output_file(path, args.overwrite, name, inputs=[video, args.model])
+    if args.output is not None and args.json is not None and os.path.abspath(args.output) == os.path.abspath(args.json):
+        raise BridgeSTGError(f"--output and --json: both name {args.output}")
     if args.batch_size < 1:
         raise BridgeSTGError(f"--batch_size must be >= 1, got {args.batch_size}")
     meta = probe_video(video)  # missing / corrupt / not a video: one-line VideoDecodeError before loading the model
@@ -165,8 +181,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
                            "duration": meta.duration},
             "results": results,
         }
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
+        write_text_atomic(args.json, json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     if args.output is not None:
         from bridge_stg.evaluation.visualize import write_annotated_video
@@ -178,15 +193,13 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``bridge-stg ground``; returns the exit code (2 on bad input, with one line on stderr)."""
-    parser = build_parser()
-    args, rest = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
-    from bridge_stg.errors_bridge_stg import BridgeSTGError
+    from .common import run_command
 
-    try:
+    def body(args_: list[str]) -> int:
+        args, rest = build_parser().parse_args_into_dataclasses(args=args_)
         return run(args, rest.video, list(rest.queries))
-    except (BridgeSTGError, OSError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+
+    return run_command(PROG, body, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

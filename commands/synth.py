@@ -1,15 +1,28 @@
-"""``bridge-stg synth --num-videos N --out DIR --seed S``: write the synthetic STVG benchmark."""
+"""``bridge-stg synth --num-videos N --out DIR --seed S``: write the synthetic STVG benchmark.
+
+The folder is built under a temporary name beside ``DIR`` and renamed at the end. A ``DIR`` written by an earlier
+``bridge-stg synth`` is replaced (the command says so); any other non-empty folder is refused without
+``--overwrite``. Exit codes: 0 success, 2 bad input (one line on stderr; ``--debug`` for the traceback).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser
+from transformers.utils import logging
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
+from bridge_stg.commands.common import folder_holds_only, plan_output_folder, run_command, staged_folder
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
+from bridge_stg.processing.writer import REPORT_NAME
+
+logger = logging.get_logger(__name__)
+PROG = "bridge-stg synth"
 
 
 @dataclass
@@ -27,24 +40,49 @@ class SynthArguments:
     train_fraction: float = field(default=0.8, metadata={"help": "fraction of clips in train"})
     validation_fraction: float = field(default=0.1, metadata={"help": "fraction of clips in validation (the rest is test)"})
     embed_videos: bool = field(default=False, metadata={"help": "also store the mp4 bytes in the video_bytes column"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace --out when it is a non-empty folder that bridge-stg synth did not write"})
     no_progress: bool = field(default=False, metadata={"help": "hide the progress bar"})
+
+
+def written_by_synth(folder: Path) -> bool:
+    """A folder of an earlier ``bridge-stg synth``: only ``data/``, ``videos/``, ``README.md`` and a conversion report
+    whose every run is synthetic."""
+    if not folder_holds_only(folder, ("data", "videos", "README.md", REPORT_NAME), REPORT_NAME):
+        return False
+    try:
+        runs = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))["runs"]
+        return bool(runs) and all(run["report"]["source_format"] == "synthetic" for run in runs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _run(argv: list[str]) -> int:
+    parser = HfArgumentParser(SynthArguments, prog=PROG, description=__doc__)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    test_fraction = 1.0 - args.train_fraction - args.validation_fraction
+    plan = plan_output_folder(args.out, args.overwrite, "--out", PROG, written_by_synth)
+    try:
+        spec = SyntheticSpec(width=args.width, height=args.height, fps=args.fps, num_frames=args.num_frames, crf=args.crf)
+        spec.validate()
+        if args.num_videos < 1:
+            raise ValueError(f"--num_videos must be >= 1, got {args.num_videos}")
+    except ValueError as exc:
+        raise BridgeSTGError(str(exc)) from exc
+    note = plan.describe(PROG)
+    if note:
+        logger.warning(note)
+    with staged_folder(plan) as tmp:
+        write_synthetic_dataset(tmp, args.num_videos, args.seed, spec=spec,
+                                splits=(args.train_fraction, args.validation_fraction, max(0.0, test_fraction)),
+                                embed_videos=args.embed_videos, progress=not args.no_progress)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bridge-stg synth``; returns the exit code."""
-    parser = HfArgumentParser(SynthArguments, prog="bridge-stg synth", description=__doc__)
-    (args,) = parser.parse_args_into_dataclasses(args=list(sys.argv[1:] if argv is None else argv))
-    test_fraction = 1.0 - args.train_fraction - args.validation_fraction
-    try:
-        spec = SyntheticSpec(width=args.width, height=args.height, fps=args.fps, num_frames=args.num_frames, crf=args.crf)
-        write_synthetic_dataset(args.out, args.num_videos, args.seed, spec=spec,
-                                splits=(args.train_fraction, args.validation_fraction, max(0.0, test_fraction)),
-                                embed_videos=args.embed_videos, progress=not args.no_progress)
-    except (BridgeSTGError, ValueError) as exc:
-        print(f"bridge-stg synth: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}")
-    return 0
+    return run_command(PROG, _run, argv, errors=(BridgeSTGError, ValueError, OSError))
 
 
 if __name__ == "__main__":  # pragma: no cover

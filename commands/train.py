@@ -24,15 +24,25 @@ checkpoint folder (``save_for_hub``: safetensors weights, processor, remote code
 
 ``--dry_run`` builds the model, the data and one collated batch, runs one forward pass, prints a JSON
 summary (parameters, trainable parameters, rows, batch shapes, losses) and exits without training.
-Exit codes: 0 success, 2 bad recipe / arguments / data (one line on stderr), 1 unexpected failure.
+
+Training needs the ``[train]`` extra (``pip install "bridge-stg[train]"``: accelerate, and peft for ``--lora``); without
+it the command says so in one line. ``--output_dir`` may be absent, empty or a folder of an earlier ``bridge-stg train``
+(``run_summary.json`` or a ``checkpoint-*`` folder: the run continues there, e.g. with ``--resume_from_checkpoint``);
+any other non-empty folder needs ``--overwrite`` (the run then writes into it), and a folder holding an input (the
+dataset, the starting checkpoint) is refused.
+Exit codes: 0 success, 2 bad recipe / arguments / data / missing extra (one line on stderr; ``bridge-stg --debug train``
+for the traceback: ``--debug`` after the command is ``TrainingArguments``' own option), 1 unexpected failure.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from bridge_stg.commands.common import plan_output_folder, run_command
 
 from bridge_stg.training.recipe import (
     LABEL_NAMES,
@@ -42,6 +52,7 @@ from bridge_stg.training.recipe import (
     RecipeError,
     RunArguments,
     check_arguments,
+    check_train_dependencies,
     load_recipe,
     run,
 )
@@ -82,24 +93,54 @@ def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return model_args, data_args, training_args, run_args
 
 
-def main(argv: list[str]) -> int:
-    from bridge_stg.errors_bridge_stg import BridgeSTGError
+def written_by_train(folder: Path) -> bool:
+    """A folder of an earlier ``bridge-stg train``: its ``run_summary.json`` (a finished run) or a Trainer
+    ``checkpoint-*`` folder (a run to resume)."""
+    return (folder / "run_summary.json").is_file() or any(folder.glob("checkpoint-*/trainer_state.json"))
 
+
+def check_output_dir(model_args: Any, data_args: Any, training_args: Any, run_args: Any) -> None:
+    """Refuse an ``--output_dir`` that holds an input, or someone else's non-empty folder without ``--overwrite``; say
+    when the run continues in a folder of an earlier run. Checked by the main process only (the launcher stops the
+    others when it fails), before anything is written."""
+    from transformers.utils import logging
+
+    inputs = [p for p in (data_args.dataset, data_args.video_root, model_args.model_name_or_path, model_args.mllm)
+              if p and os.path.exists(p)]
+    plan = plan_output_folder(training_args.output_dir, run_args.overwrite, "--output_dir", PROG, written_by_train,
+                              inputs=inputs)
+    if plan.action != "create":
+        why = "written by an earlier run" if plan.action == "refresh" else "--overwrite"
+        logging.get_logger("bridge_stg.train").warning(
+            f"{PROG}: writing into {plan.path} ({why}); files of the same names are replaced, the others kept")
+
+
+def _run(argv: list[str]) -> int:
     try:
+        check_train_dependencies(lora=False)  # TrainingArguments itself needs accelerate
         args = parse_args(argv)
     except SystemExit as exc:  # argparse: --help or a usage error (already printed)
         return int(exc.code or 0)
-    except (RecipeError, ValueError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    try:
-        summary = run(*args)
-    except (RecipeError, BridgeSTGError, FileNotFoundError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
-    if args[2].process_index == 0:
+    except ValueError as err:  # TrainingArguments' own checks of its options
+        if isinstance(err, RecipeError):
+            raise
+        raise RecipeError(str(err)) from err
+    model_args, data_args, training_args, run_args = args
+    check_train_dependencies(lora=model_args.lora)
+    if not run_args.dry_run and training_args.process_index == 0:
+        check_output_dir(*args)
+    summary = run(*args)
+    if training_args.process_index == 0:
         print(json.dumps({k: v for k, v in summary.items() if k != "train"} | {"train": summary.get("train")}, default=str))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run ``bridge-stg train``; returns the exit code (2 on bad input, with one line on stderr)."""
+    from bridge_stg.errors_bridge_stg import BridgeSTGError
+
+    # ``--debug`` stays in argv: it is an option of TrainingArguments (``bridge-stg --debug train`` shows tracebacks)
+    return run_command(PROG, _run, argv, errors=(BridgeSTGError, OSError), strip_debug=False)
 
 
 if __name__ == "__main__":  # ``accelerate launch -m bridge_stg.commands.train RECIPE.yaml``

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError, VideoDecodeError
 from bridge_stg.video_io_bridge_stg import probe_video
+from bridge_stg.processing.paths import atomic_output_file
 
 PALETTE = ((255, 64, 64), (64, 160, 255), (64, 220, 64), (255, 200, 0), (220, 64, 255), (0, 220, 220))
 ROW = 10  # timeline row height (pixels), one row per query
@@ -153,12 +154,15 @@ def write_annotated_video(
     parent = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(parent):
         raise BridgeSTGError(f"{dst}: the output folder {parent} does not exist")
-    bar = tqdm(total=meta.num_frames, desc="annotate", unit="frame", file=sys.stderr, disable=not progress)
     written = 0
     size = (0, 0)
-    try:
+    # written under a temporary name beside ``dst`` (same extension: the format follows it) and renamed at the end,
+    # so a failure leaves ``dst`` as it was
+    with atomic_output_file(dst) as tmp_path, tqdm(total=meta.num_frames, desc="annotate", unit="frame", file=sys.stderr,
+                                                    disable=not progress) as bar:
+        tmp = str(tmp_path)
         if ext == ".mp4":
-            with av.open(dst, "w") as out:
+            with av.open(tmp, "w") as out:
                 stream = None
                 for i, frame in enumerate(iter_video_frames(src)):
                     img = annotate_frame(frame, i, results, meta.num_frames)
@@ -183,17 +187,10 @@ def write_annotated_video(
                 bar.update(1)
             if images:
                 size = images[0].size
-                images[0].save(dst, save_all=True, append_images=images[1:], duration=max(int(round(1000 / meta.fps)), 20),
-                               loop=0)
-    except BaseException:
-        bar.close()
-        if os.path.exists(dst):
-            os.remove(dst)  # never leave a half-written file behind
-        raise
-    bar.close()
-    if written < meta.num_frames:
-        os.remove(dst)
-        raise VideoDecodeError(f"{src}: only {written} of {meta.num_frames} indexed frames could be decoded")
+                images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                               duration=max(int(round(1000 / meta.fps)), 20), loop=0)
+        if written < meta.num_frames:
+            raise VideoDecodeError(f"{src}: only {written} of {meta.num_frames} indexed frames could be decoded")
     return {"output": dst, "frames": written, "width": size[0], "height": size[1], "fps": meta.fps}
 
 

@@ -39,6 +39,16 @@ class MissingAssetError(BridgeSTGError, FileNotFoundError):
     """A file that ships with the package (the demo checkpoint, a model card template) is not installed."""
 
 
+class MissingDependencyError(BridgeSTGError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it
+    (e.g. ``pip install "bridge-stg[train]"``)."""
+
+
+class OutputExistsError(BridgeSTGError, FileExistsError):
+    """An output would replace a file or a non-empty folder that the command did not write (pass
+    ``--overwrite``), or would be written onto one of the command's own inputs (never allowed)."""
+
+
 __all__ = [
     "BridgeSTGError",
     "VideoDecodeError",
@@ -48,4 +58,6 @@ __all__ = [
     "UnsafePathError",
     "PredictionError",
     "MissingAssetError",
+    "MissingDependencyError",
+    "OutputExistsError",
 ]

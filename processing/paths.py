@@ -1,15 +1,22 @@
-"""Safe resolution of the ``video`` column of a row against a video root.
+"""Safe paths: the ``video`` column of a row resolved against a video root, and outputs written under a temporary name.
 
 A ``video`` value is always a path **relative** to a video root. Absolute paths, paths with ``..``
 components that climb out of the root, and symlinks that point outside the root are rejected with
 :class:`UnsafePathError` naming the row. The converters, the collator and the CLI all use
 :func:`resolve_video_path`; nothing reads a video path from an annotation any other way.
+
+Every file the package writes for a command goes through :func:`atomic_output_file`: written under a temporary
+name beside its target and renamed at the end, so an interrupted write leaves the old file (or none), never half
+of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterator
 
 from bridge_stg.errors_bridge_stg import UnsafePathError
 
@@ -54,4 +61,33 @@ def resolve_video_path(video_root: str | os.PathLike[str], relpath: str, row_id:
     return target
 
 
-__all__ = ["check_relative_path", "resolve_video_path"]
+def temporary_sibling(path: Path, kind: str) -> Path:
+    """A new, unused name beside ``path`` (``.NAME.<kind>-XXXXXXXX`` + the suffix of ``path``, so writers that pick the
+    format from the extension still see it)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{kind}-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    os.remove(tmp)
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write; on success it is renamed onto ``path`` (replacing it), on
+    failure it is removed and ``path`` is left as it was."""
+    dst = Path(path)
+    tmp = temporary_sibling(dst, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file renamed at the end."""
+    with atomic_output_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+__all__ = ["check_relative_path", "resolve_video_path", "temporary_sibling", "atomic_output_file", "write_text_atomic"]

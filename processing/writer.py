@@ -11,11 +11,14 @@ Layout of an output folder ``DIR``::
 ``datasets.load_dataset(DIR)`` loads it with no further argument, and so does
 ``datasets.load_dataset("parquet", data_files={"test": "DIR/data/test-*.parquet"})``. Several
 conversions may write different splits into one folder (e.g. VidSTG val then test): a new run
-replaces the splits it writes and the older runs that wrote them, and keeps the others.
+replaces the splits it writes and the older runs that wrote them (and says so), and keeps the others. Every
+file is written under a temporary name and renamed once all are written. Whether a folder may be written at all
+(someone else's non-empty folder needs ``--overwrite``) is the command's decision (``bridge_stg.commands.common``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -28,7 +31,7 @@ from transformers.utils import logging
 
 from bridge_stg.errors_bridge_stg import AnnotationError
 
-from .paths import resolve_video_path
+from .paths import atomic_output_file, resolve_video_path, write_text_atomic
 from .report import ConversionReport
 from .schema import COLUMNS, FEATURES, complete_row, validate_row
 
@@ -99,27 +102,33 @@ def write_dataset(
         except (ValueError, KeyError, TypeError) as exc:
             raise AnnotationError(f"{report_path}: existing conversion report is not readable ({exc}); remove it or use a new --out") from None
     kept: list[dict[str, Any]] = []
+    stale: list[str] = []  # shards of the replaced runs' other splits
     for run in runs:
         if set(run["splits"]) & set(rows_by_split):
+            source = (run.get("report") or {}).get("source_format", "?")
+            for split in sorted(run["splits"]):
+                logger.warning("%s: replacing split %r (written by an earlier %s conversion)", out, split, source)
             for split in set(run["splits"]) - set(rows_by_split):
-                for f in glob.glob(str(out / "data" / f"{split}-*.parquet")):
-                    logger.warning("removing %s: its run is replaced by this conversion", f)
-                    os.remove(f)
+                stale += glob.glob(str(out / "data" / f"{split}-*.parquet"))
         else:
             kept.append(run)
     for split in rows_by_split:
-        for f in glob.glob(str(out / "data" / f"{split}-*.parquet")):
-            os.remove(f)
+        stale += [f for f in glob.glob(str(out / "data" / f"{split}-*.parquet")) if Path(f) != shard_path(out, split)]
 
-    for split, rows in rows_by_split.items():
-        if embed_videos_from is not None:
-            rows = [dict(r, video_bytes=resolve_video_path(embed_videos_from, r["video"], r["query_id"]).read_bytes()) for r in rows]
-        pq.write_table(rows_to_table(rows), shard_path(out, split))
+    # every file is written under a temporary name and renamed at the end: an interrupted run leaves the old folder
+    with contextlib.ExitStack() as stack:
+        for split, rows in rows_by_split.items():
+            if embed_videos_from is not None:
+                rows = [dict(r, video_bytes=resolve_video_path(embed_videos_from, r["video"], r["query_id"]).read_bytes()) for r in rows]
+            pq.write_table(rows_to_table(rows), str(stack.enter_context(atomic_output_file(shard_path(out, split)))))
+    for f in stale:
+        logger.warning("removing %s: its run is replaced by this conversion", f)
+        os.remove(f)
 
     report_dict = report.to_dict()
     kept.append({"splits": sorted(rows_by_split), "report": report_dict})
-    report_path.write_text(json.dumps({"runs": kept}, indent=1, default=str) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(dataset_card(out, kept, title=title, description=description), encoding="utf-8")
+    write_text_atomic(report_path, json.dumps({"runs": kept}, indent=1, default=str) + "\n")
+    write_text_atomic(out / "README.md", dataset_card(out, kept, title=title, description=description))
     print(report.summary_text())
     return report_dict
 

@@ -11,11 +11,14 @@ trains with :class:`~bridge_stg.training.trainer.BridgeSTGTrainer` and writes a 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from bridge_stg.errors_bridge_stg import BridgeSTGError, MissingDependencyError
 
 PROG = "bridge-stg train"
 #: the training targets the collator emits (Trainer's ``label_names``)
@@ -23,8 +26,23 @@ LABEL_NAMES = ["labels", "frame_labels", "target_boxes", "target_box_mask"]
 TINY_BACKBONES = ("qwen2_5_vl", "qwen3_vl")
 
 
-class RecipeError(ValueError):
+class RecipeError(BridgeSTGError):
     """A recipe file or a command-line option of ``bridge-stg train`` is invalid."""
+
+
+#: what the ``[train]`` extra installs, by what needs it
+TRAIN_DEPENDENCIES = {"accelerate": "transformers.Trainer", "peft": "--lora"}
+
+
+def check_train_dependencies(lora: bool = False) -> None:
+    """Raise :class:`MissingDependencyError` naming the ``[train]`` extra when a package training needs is missing:
+    ``accelerate`` always (``transformers.Trainer`` and ``TrainingArguments`` need it), ``peft`` with ``lora``."""
+    needed = ["accelerate"] + (["peft"] if lora else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        why = ", ".join(f"{name} (for {TRAIN_DEPENDENCIES[name]})" for name in missing)
+        raise MissingDependencyError(f"training needs {why}: install the [train] extra, pip install \"bridge-stg[train]\" "
+                                     "(from a clone: pip install -e \".[train]\")")
 
 
 @dataclass
@@ -97,6 +115,9 @@ class RunArguments:
     audit: bool = field(default=False, metadata={
         "help": "write OUTPUT_DIR/audit/: per rank, the query ids of every training batch and a digest of the "
                 "final weights (checks data sharding and replica consistency in distributed runs)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "write into --output_dir even when it is a non-empty folder that bridge-stg train did not write (files of "
+                "the same names are replaced, others kept); a folder of an earlier run is always continued"})
 
 
 def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -300,6 +321,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
 
     from bridge_stg.model_cards.hub import save_for_hub
     from bridge_stg.processing.collator import BridgeSTGDataCollator
+    from bridge_stg.processing.paths import write_text_atomic
     from .lora import apply_lora, freeze_vision_encoder
     from .predict import make_compute_metrics
     from .trainer import COMPONENT_LOSSES, BridgeSTGTrainer, unwrap_bridge_model
@@ -408,8 +430,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
             save_for_hub(final, processor, out, metrics=card_metrics, card_kwargs=card, overwrite=True)
             summary["checkpoint"] = str(out)
         # Trainer pickles its arguments next to the weights; a published folder carries them as JSON instead
-        (out / "training_args.json").write_text(training_args.to_json_string())
+        write_text_atomic(out / "training_args.json", training_args.to_json_string())
         (out / "training_args.bin").unlink(missing_ok=True)
-        (out / "run_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        write_text_atomic(out / "run_summary.json", json.dumps(summary, indent=1, default=str))
     trainer.accelerator.wait_for_everyone()
     return summary
