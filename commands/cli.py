@@ -4,6 +4,9 @@ Every subcommand is a module of :mod:`bridge_stg.commands` exposing ``main(argv:
 that owns its own parser (``HfArgumentParser`` over dataclasses where the options map onto config
 fields). This file only dispatches, so adding a subcommand never touches another one.
 
+``bridge-stg --help`` and ``bridge-stg version`` import neither torch nor transformers (the package defers its model
+classes in the console script, see :mod:`bridge_stg`); every other command gets the classes registered first.
+
 Bad input is one line on stderr and exit code 2 (:func:`bridge_stg.commands.common.run_command`, also applied here to
 whatever a subcommand lets through); ``bridge-stg --debug <command> ...`` (or ``--debug`` anywhere after a command but
 ``train``, where ``--debug`` is a ``TrainingArguments`` option) shows the traceback instead.
@@ -64,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"bridge-stg: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if name != "version":
+        import bridge_stg
+
+        bridge_stg._import_and_register()  # deferred in the console script (see the module docstring)
     module = importlib.import_module(SUBCOMMANDS[name][0])
     previous = os.environ.get(DEBUG_ENV)
     if debug:

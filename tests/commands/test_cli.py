@@ -1,9 +1,10 @@
-"""The bridge-stg dispatcher: help, version, unknown commands, every listed command importable; bad input as one line
-(exit code 2) and ``--debug``."""
+"""The bridge-stg dispatcher: help, version, unknown commands, every listed command importable; help and version
+without torch; bad input as one line (exit code 2) and ``--debug``."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 
@@ -29,6 +30,55 @@ def test_version_and_unknown_command():
     assert res.returncode == 0 and res.stdout.startswith("bridge-stg 0.1.0")
     res = subprocess.run([sys.executable, "-m", "bridge_stg.commands.cli", "frobnicate"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "unknown command 'frobnicate'" in res.stderr
+
+
+def _console_script() -> str:
+    """The installed ``bridge-stg`` script (the file pip generated, beside this interpreter)."""
+    import os
+    import shutil
+
+    path = shutil.which("bridge-stg", path=os.path.dirname(sys.executable))
+    assert path is not None, "the bridge-stg console script is not installed beside this interpreter"
+    return path
+
+
+_MODULES_AFTER_SCRIPT = """
+import json, runpy, sys
+script, args = sys.argv[1], sys.argv[2:]
+sys.argv = [script, *args]
+try:
+    runpy.run_path(script, run_name="__main__")
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+print("MODULES" + json.dumps({"code": code, "torch": "torch" in sys.modules,
+                              "transformers": "transformers" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["version"], []])
+def test_help_and_version_do_not_import_torch(args):
+    """The console script answers --help and version without importing torch or transformers (seconds saved on
+    every call); the installed script itself runs, in a fresh interpreter, and sys.modules is read at its end."""
+    res = subprocess.run([sys.executable, "-c", _MODULES_AFTER_SCRIPT, _console_script(), *args], capture_output=True,
+                         text=True, timeout=120)
+    line = next(x for x in res.stdout.splitlines() if x.startswith("MODULES"))
+    got = json.loads(line[len("MODULES"):])
+    assert got == {"code": 0, "torch": False, "transformers": False}, (got, res.stderr[-2000:])
+    if args == ["version"]:
+        assert res.stdout.startswith("bridge-stg 0.1.0") and "torch 2." in res.stdout
+
+
+def test_other_commands_get_the_classes_registered():
+    """In the console script the package defers its model classes; every command but help/version registers them
+    first (here: `evaluate --help` registers AutoConfig's bridge_stg type before argparse exits)."""
+    probe = _MODULES_AFTER_SCRIPT.replace(
+        '"transformers": "transformers" in sys.modules}',
+        '"registered": __import__("bridge_stg")._REGISTERED}')
+    res = subprocess.run([sys.executable, "-c", probe, _console_script(), "evaluate", "--help"], capture_output=True,
+                         text=True, timeout=300)
+    line = next(x for x in res.stdout.splitlines() if x.startswith("MODULES"))
+    assert json.loads(line[len("MODULES"):]) == {"code": 0, "torch": True, "registered": True}, res.stderr[-2000:]
 
 
 def test_bad_input_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
