@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bridge_stg.commands.demo", "ground fresh synthetic clips with the shipped tiny checkpoint and score them"),
     "ground": ("bridge_stg.commands.ground", "ground a sentence in a video; print the tube, write an annotated video"),
     "train": ("bridge_stg.commands.train", "fine-tune Bridge-STG with transformers.Trainer from a recipe (YAML/JSON) plus overrides"),
+    "predict": ("bridge_stg.commands.predict", "ground every query of a dataset split with a checkpoint; write the rows evaluate scores"),
     "evaluate": ("bridge_stg.commands.evaluate", "score predictions against references with the exact STVG metrics"),
     "convert": ("bridge_stg.commands.convert", "convert VidSTG / TubeDETR / HC-STVG / TVG / REC annotations to a datasets folder"),
     "synth": ("bridge_stg.commands.synth", "write the synthetic STVG benchmark (mp4 clips + exact boxes)"),

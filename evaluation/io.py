@@ -56,18 +56,21 @@ def _read_jsonl(path: Path, err: type[Exception]) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_parquet(paths: list[Path]) -> list[dict[str, Any]]:
+def _read_parquet(paths: list[Path], columns: tuple[str, ...] | None = REFERENCE_COLUMNS) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     rows: list[dict[str, Any]] = []
     for p in paths:
         schema = pq.read_schema(p)
-        cols = [c for c in REFERENCE_COLUMNS if c in schema.names]
+        cols = None if columns is None else [c for c in columns if c in schema.names]
         rows.extend(pq.read_table(p, columns=cols).to_pylist())
     return rows
 
 
-def _dataset_folder(path: Path, split: str | None) -> list[Path]:
+def dataset_split_files(path: str | os.PathLike[str], split: str | None) -> tuple[str, list[Path]]:
+    """``(split, parquet files)`` of one split of a dataset folder (``DIR/data/<split>-*.parquet``, or parquet files
+    directly in ``DIR``); ``split=None`` picks the only split and refuses a folder that holds several."""
+    path = Path(path)
     files = sorted((path / "data").glob("*.parquet")) if (path / "data").is_dir() else sorted(path.glob("*.parquet"))
     if not files:
         raise AnnotationError(f"{path}: no parquet files found (expected {path}/data/<split>-*.parquet)")
@@ -79,7 +82,16 @@ def _dataset_folder(path: Path, split: str | None) -> list[Path]:
     chosen = [f for f in files if f.name.split("-")[0] == split]
     if not chosen:
         raise AnnotationError(f"{path}: no split {split!r} (found {splits})")
-    return chosen
+    return split, chosen
+
+
+def read_dataset_split(path: str | os.PathLike[str], split: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """``(split, rows)``: every column of every row of one split of a dataset folder (:func:`dataset_split_files`),
+    in file order: what ``bridge-stg predict`` grounds, the same rows ``read_references`` scores."""
+    if not Path(path).is_dir():
+        raise AnnotationError(f"{path}: no such dataset folder")
+    split, files = dataset_split_files(path, split)
+    return split, _read_parquet(files, columns=None)
 
 
 def _num(rec: dict[str, Any], key: str, src: Path, where: str) -> Any:
@@ -181,7 +193,7 @@ def read_references(path: str | os.PathLike[str], split: str | None = None) -> t
         raise AnnotationError(f"{p}: references file not found")
     notes: list[str] = []
     if p.is_dir():
-        rows, fmt = _read_parquet(_dataset_folder(p, split)), "dataset-folder"
+        rows, fmt = _read_parquet(dataset_split_files(p, split)[1]), "dataset-folder"
     elif p.suffix == ".parquet":
         rows, fmt = _read_parquet([p]), "canonical-parquet"
     elif p.suffix == ".jsonl":
@@ -215,4 +227,5 @@ def read_predictions(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return _read_jsonl(p, PredictionError)
 
 
-__all__ = ["read_references", "read_predictions", "tubedetr_to_rows", "hcstvg_to_rows", "REFERENCE_COLUMNS"]
+__all__ = ["read_references", "read_predictions", "read_dataset_split", "dataset_split_files", "tubedetr_to_rows",
+           "hcstvg_to_rows", "REFERENCE_COLUMNS"]
