@@ -197,6 +197,8 @@ def predict_dataset(args: PredictArguments) -> dict[str, Any]:
             raise
         finally:
             bar.close()
+            if partial.exists() and partial.stat().st_size == 0:  # nothing to continue from
+                partial.unlink()
     found_by_id = {**done, **{r["query_id"]: r for r in new}}
     write_text_atomic(out, "".join(json.dumps(found_by_id[str(r["query_id"])]) + "\n" for r in rows))
     if partial.exists():

@@ -129,6 +129,22 @@ def test_predict_stops_at_an_unreadable_video_and_continues_once_fixed(synth, di
     assert _read_jsonl(out) == direct["predictions"]
 
 
+def test_predict_never_follows_a_video_out_of_the_data_root(synth, direct, tmp_path, capsys):
+    data = tmp_path / "synth"
+    shutil.copytree(synth, data)
+    bad = direct["rows"][0]
+    outside = tmp_path / "elsewhere.mp4"
+    (data / bad["video"]).rename(outside)
+    (data / bad["video"]).symlink_to(outside)  # inside the folder, pointing out of it
+    out = tmp_path / "preds.jsonl"
+    assert _predict(data, out) == 2
+    (line,) = _error_lines(capsys)
+    assert bad["query_id"] in line and "outside the video root" in line
+    assert not out.exists() and not partial_path(out).exists()  # nothing grounded, nothing left behind
+    assert _predict(data, out, "--model", str(tmp_path)) == 2  # the last --model wins: not a checkpoint
+    assert "no config.json" in _error_lines(capsys)[0]
+
+
 def test_predict_refuses_rows_of_other_data_or_protocol(synth, direct, tmp_path, capsys):
     out = tmp_path / "preds.jsonl"
     foreign = dict(direct["predictions"][0], query_id="someone_else")
