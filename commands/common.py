@@ -78,6 +78,9 @@ def run_command(
     debug = debug_requested(args, strip=strip_debug)
     try:
         return int(body(args) or 0)
+    except BrokenPipeError:  # the reader went away (`... | head`): nothing to say, and nothing more to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except errors as err:
         if debug:
             raise

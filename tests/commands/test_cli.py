@@ -113,3 +113,12 @@ def test_dispatcher_turns_bad_input_of_any_command_into_one_line(monkeypatch, ca
     assert capsys.readouterr().err.strip().splitlines() == ["bridge-stg demo: error: --out x: the folder is not empty"]
     with pytest.raises(OutputExistsError):
         main(["--debug", "demo", "--out", "x"])
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """`bridge-stg evaluate ... | head -1`: the reader going away ends the command quietly (no error line)."""
+    script = ("import sys\nfrom bridge_stg.commands.common import run_command\n"
+              "def body(argv):\n    print('first line', flush=True)\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+              "sys.exit(run_command('bridge-stg x', body, []))\n")
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stdout, res.stderr) == (141, "first line\n", "")

@@ -256,3 +256,32 @@ def test_train_output_dir_and_the_train_extra(tmp_path, capsys, monkeypatch):
     assert train.main(argv) == 2
     line = _one_error_line(capsys, "bridge-stg train")
     assert "accelerate (for transformers.Trainer)" in line and 'pip install "bridge-stg[train]"' in line
+
+
+def test_annotated_video_of_a_source_that_stops_early_is_not_written(tmp_path):
+    """A source whose index lists more frames than can be decoded: an error naming it, no annotated video with missing
+    (or blank) frames, and an existing output left as it was."""
+    import av
+
+    from bridge_stg.errors_bridge_stg import VideoDecodeError
+    from bridge_stg.evaluation.visualize import write_annotated_video
+    from helpers_video import write_index_video
+
+    src = tmp_path / "src.mp4"
+    write_index_video(src, 60, fps=25.0)
+    fast = tmp_path / "fast.mp4"  # the index (moov) first, so cutting the file keeps it: 60 frames listed
+    with av.open(str(src)) as inp, av.open(str(fast), "w", options={"movflags": "faststart"}) as out:
+        s_out = out.add_stream_from_template(inp.streams.video[0])
+        for pkt in inp.demux(inp.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = s_out
+                out.mux(pkt)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(fast.read_bytes()[: int(fast.stat().st_size * 0.6)])
+    result = {"query": "q", "span": [0, 10], "span_seconds": [0.0, 0.4], "tube": []}
+    old = tmp_path / "annotated.mp4"
+    old.write_bytes(b"an earlier result")
+    with pytest.raises(VideoDecodeError, match="cut.mp4"):
+        write_annotated_video(cut, [result], old, progress=False)
+    assert old.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "cut.mp4", "fast.mp4", "src.mp4"]
