@@ -80,14 +80,16 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def load_done_rows(
-    paths: Sequence[Path], references: Sequence[Mapping[str, Any]], where: str, protocol: str,
+    paths: Sequence[Path], references: Sequence[Mapping[str, Any]], where: str, protocol: str, packed: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """The prediction rows already written (``paths`` in order, later files win only where identical), checked
-    against ``references`` (the dataset split, named ``where`` in messages): every query id must be one of theirs, a
-    query must not have two different rows, each row must be a valid prediction (:func:`pack_predictions`) with boxes
-    only on frames ``protocol`` scores. Returns ``{query_id: row}``."""
+    """The prediction rows already written (``paths`` in order; a query in two files must have the same row in both),
+    checked against ``references`` (the dataset split, named ``where`` in messages; ``packed``: their
+    ``pack_references``, computed when not given): every query id must be one of theirs, each row a valid prediction
+    (:func:`pack_predictions`) with boxes only on frames ``protocol`` scores. Returns ``{query_id: row}``."""
     from bridge_stg.evaluation.packing import pack_predictions, pack_references
     from bridge_stg.training.predict import eval_frame_ids_for
+
+    packed = packed if packed is not None else pack_references(references, source=where)
 
     index = {str(r["query_id"]): i for i, r in enumerate(references)}
     done: dict[str, dict[str, Any]] = {}
@@ -103,7 +105,7 @@ def load_done_rows(
                 raise PredictionError(f"{path}: line {line}: query_id {qid!r} has another prediction in "
                                       f"{paths[0]}; pass --overwrite to start afresh")
             done[qid] = row
-        pack_predictions(rows, pack_references(references, source=where), source=str(path))
+        pack_predictions(rows, packed, source=str(path))
     if protocol != "sampled" and done:
         refs = [references[index[q]] for q in done]
         for ref, grid in zip(refs, eval_frame_ids_for(refs, protocol)):
@@ -114,14 +116,6 @@ def load_done_rows(
                     f"does not score (e.g. frame {extra[0]}): written with another --protocol; pass that --protocol, or "
                     "--overwrite to start afresh")
     return done
-
-
-def _with_progress_note(err: BridgeSTGError, note: str) -> BridgeSTGError:
-    """The same error class with ``note`` appended to the message."""
-    try:
-        return type(err)(f"{err} ({note})")
-    except TypeError:
-        return BridgeSTGError(f"{err} ({note})")
 
 
 def predict_dataset(args: PredictArguments) -> dict[str, Any]:
@@ -143,19 +137,15 @@ def predict_dataset(args: PredictArguments) -> dict[str, Any]:
     check_output_file(partial, True, "--out", inputs=inputs)
 
     from bridge_stg.commands.ground import _resolve_model, load_checkpoint
-    from bridge_stg.processing.collator import BridgeSTGDataCollator
+    from bridge_stg.evaluation.packing import pack_references
+    from bridge_stg.processing.collator import BridgeSTGDataCollator, _renamed
+    from bridge_stg.processing.schema import COLUMNS, validate_row
     from bridge_stg.training.predict import choose_protocol, predict_grounding
 
-    from bridge_stg.processing.schema import COLUMNS, validate_row
-
     model_dir, _ = _resolve_model(args.model)
-    seen: set[str] = set()
     for i, row in enumerate(rows):  # cheap checks of every row before the first model call
         validate_row({k: v for k, v in row.items() if k in COLUMNS}, source=where, record=i)
-        qid = str(row["query_id"])
-        if qid in seen:
-            raise AnnotationError(f"{where}: record {i}: field 'query_id': duplicate id {qid!r}")
-        seen.add(qid)
+    packed = pack_references(rows, source=where)  # and no query id twice
     protocol = args.protocol or choose_protocol(rows)
     if args.overwrite:
         done: dict[str, dict[str, Any]] = {}
@@ -163,7 +153,7 @@ def predict_dataset(args: PredictArguments) -> dict[str, Any]:
             logger.warning(f"{PROG}: --overwrite: discarding {partial} of an earlier run")
             partial.unlink()
     else:
-        done = load_done_rows([p for p in (out, partial) if p.exists()], rows, where, protocol)
+        done = load_done_rows([p for p in (out, partial) if p.exists()], rows, where, protocol, packed)
     todo = [r for r in rows if str(r["query_id"]) not in done]
     if not todo and not partial.exists():  # every query is in OUT already
         return {"rows": len(rows), "new": 0, "kept": len(done), "split": split, "protocol": protocol, "out": str(out)}
@@ -189,8 +179,8 @@ def predict_dataset(args: PredictArguments) -> dict[str, Any]:
                     new.extend(found)
                     bar.update(len(chunk))
         except BridgeSTGError as err:
-            raise _with_progress_note(err, f"{len(done) + len(new)} of {len(rows)} queries are saved in {partial}; "
-                                           "fix the input and run the same command again to continue") from err
+            raise _renamed(err, f"{err} ({len(done) + len(new)} of {len(rows)} queries are saved in {partial}; fix the "
+                                "input and run the same command again to continue)") from err
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted: {len(done) + len(new)} of {len(rows)} queries are saved in {partial}; run the "
                   "same command again to continue", file=sys.stderr)
