@@ -62,13 +62,10 @@ def _run(argv: list[str]) -> int:
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     test_fraction = 1.0 - args.train_fraction - args.validation_fraction
     plan = plan_output_folder(args.out, args.overwrite, "--out", PROG, written_by_synth)
-    try:
-        spec = SyntheticSpec(width=args.width, height=args.height, fps=args.fps, num_frames=args.num_frames, crf=args.crf)
-        spec.validate()
-        if args.num_videos < 1:
-            raise ValueError(f"--num_videos must be >= 1, got {args.num_videos}")
-    except ValueError as exc:
-        raise BridgeSTGError(str(exc)) from exc
+    spec = SyntheticSpec(width=args.width, height=args.height, fps=args.fps, num_frames=args.num_frames, crf=args.crf)
+    spec.validate()  # bad options fail before anything is replaced
+    if args.num_videos < 1:
+        raise BridgeSTGError(f"--num_videos must be >= 1, got {args.num_videos}")
     note = plan.describe(PROG)
     if note:
         logger.warning(note)
