@@ -194,9 +194,15 @@ def folder_holds_only(folder: Path, names: Iterable[str], required: str) -> bool
 
 
 @contextlib.contextmanager
-def staged_folder(plan: OutputFolder) -> Iterator[Path]:
-    """Yield a new temporary folder beside ``plan.path`` to fill; on success it takes the place of ``plan.path`` (the
-    old folder, if any, is removed after the swap); on failure it is removed and ``plan.path`` is left as it was."""
+def staged_folder(plan: OutputFolder, prog: str) -> Iterator[Path]:
+    """Say what ``plan`` replaces (a warning of ``prog``), then yield a new temporary folder beside ``plan.path`` to
+    fill; on success it takes the place of ``plan.path`` (the old folder, if any, is removed after the swap); on
+    failure it is removed and ``plan.path`` is left as it was."""
+    from transformers.utils import logging  # here, not at the top: `bridge-stg --help` imports this module
+
+    note = plan.describe(prog)
+    if note:
+        logging.get_logger(__name__).warning(note)
     dst = plan.path
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))

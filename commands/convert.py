@@ -217,9 +217,7 @@ def _convert(fmt: str, argv: list[str]) -> int:
     if plan.action == "refresh":  # the new split joins the folder's others (write_dataset says what it replaces)
         write_dataset(args.out, {args.split: rows}, report, **write)
     else:
-        if plan.action == "overwrite":
-            logger.warning(plan.describe("bridge-stg convert"))
-        with staged_folder(plan) as tmp:
+        with staged_folder(plan, "bridge-stg convert") as tmp:
             write_dataset(tmp, {args.split: rows}, report, **write)
     print(f"wrote {args.out}")
     return 0

@@ -99,10 +99,7 @@ def run_demo(
     result = compute_stvg_metrics(refs, preds, protocol="tubedetr")
     baseline = compute_stvg_metrics(refs, trivial_baseline_rows(clips, "test"), protocol="tubedetr")
     result["dataset"] = baseline["dataset"] = f"synthetic test stream (seed {seed}, {num_clips} clips)"
-    note = plan.describe("bridge-stg demo")
-    if note:
-        logger.warning(note)
-    with staged_folder(plan) as tmp:
+    with staged_folder(plan, "bridge-stg demo") as tmp:
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
         (tmp / "baseline_metrics.json").write_text(json.dumps(baseline, indent=2))
         (tmp / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preds))

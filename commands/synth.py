@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
-from transformers.utils import logging
 
 from bridge_stg.errors_bridge_stg import BridgeSTGError
 
@@ -21,7 +20,6 @@ from bridge_stg.commands.common import folder_holds_only, plan_output_folder, ru
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
 from bridge_stg.processing.writer import REPORT_NAME
 
-logger = logging.get_logger(__name__)
 PROG = "bridge-stg synth"
 
 
@@ -66,10 +64,7 @@ def _run(argv: list[str]) -> int:
     spec.validate()  # bad options fail before anything is replaced
     if args.num_videos < 1:
         raise BridgeSTGError(f"--num_videos must be >= 1, got {args.num_videos}")
-    note = plan.describe(PROG)
-    if note:
-        logger.warning(note)
-    with staged_folder(plan) as tmp:
+    with staged_folder(plan, PROG) as tmp:
         write_synthetic_dataset(tmp, args.num_videos, args.seed, spec=spec,
                                 splits=(args.train_fraction, args.validation_fraction, max(0.0, test_fraction)),
                                 embed_videos=args.embed_videos, progress=not args.no_progress)

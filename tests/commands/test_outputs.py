@@ -102,11 +102,11 @@ def test_temporary_names_leave_the_old_output_on_failure(tmp_path):
     (folder / "a.txt").write_text("old")
     plan = OutputFolder(folder, "refresh", ["a.txt"])
     with pytest.raises(RuntimeError):
-        with staged_folder(plan) as tmp:
+        with staged_folder(plan, "prog") as tmp:
             (tmp / "a.txt").write_text("half")
             raise RuntimeError("killed")
     assert _tree(folder) == {"a.txt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["f", "out.txt"]
-    with staged_folder(plan) as tmp:
+    with staged_folder(plan, "prog") as tmp:
         (tmp / "b").mkdir()
         (tmp / "a.txt").write_text("new")
     assert _tree(folder) == {"a.txt": b"new"} and (folder / "b").is_dir()
