@@ -80,6 +80,9 @@ class BridgeSTGConfig(PreTrainedConfig):
         decoder_frame_sampling (`str`, defaults to `"random"`): training frames of the decoder: `"random"` (up to
             `num_positive_frames` positives and `num_negative_frames` negatives anywhere) or `"contiguous"` (one run
             of consecutive positives and the negatives next to it, like the span the decoder sees at inference).
+        reference_supervision (`str`, defaults to `"mass"`): the form of `loss_reference`: `"mass"` (`-log` of the share
+            of the box head's attention on the tokens whose cell overlaps the ground-truth box) or `"bce"` (BCE of
+            each token's reference-point score).
         bridge_in_decoder (`bool`, defaults to `True`): the bridging queries Q_b enter the decoder's query positions
             (`False`: the ablation "decoder without the bridge"; Q_b still feed the temporal head).
         frame_evidence (`bool`, defaults to `False`): give each frame of a temporal group its own visual evidence
@@ -141,6 +144,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     decoder_frame_sampling: str = "random"
     frame_evidence: bool = False
     bridge_in_decoder: bool = True
+    reference_supervision: str = "mass"
     num_positive_frames: int = 16
     num_negative_frames: int = 4
     sample_fps: float = DEFAULT_SAMPLE_FPS
@@ -210,6 +214,7 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.query_position, "query_position", ("before_video", "after_video"))
         _check_choice(self.decoder_init, "decoder_init", ("normal", "fan_in"))
         _check_choice(self.decoder_frame_sampling, "decoder_frame_sampling", ("random", "contiguous"))
+        _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
         for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta", "bridge_in_decoder"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")

@@ -107,9 +107,13 @@ def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, positive: to
 
 
 def reference_loss(layer_scores: torch.Tensor, token_valid: torch.Tensor, cell_boxes: torch.Tensor,
-                   target_boxes: torch.Tensor) -> torch.Tensor:
-    """``loss_reference``: BCE of the box head's reference-point scores against the memory tokens whose grid cell
-    overlaps the ground-truth box (direct supervision of where the box head looks), summed over layers.
+                   target_boxes: torch.Tensor, kind: str = "mass") -> torch.Tensor:
+    """``loss_reference``: direct supervision of where the box head looks, summed over layers. The targets are the
+    memory tokens whose grid cell overlaps the ground-truth box.
+
+    ``kind="mass"``: ``-log`` of the share of the box head's softmax attention on those tokens (the box is the
+    attention-weighted average of the tokens' boxes, so stray weight pulls it off the target); ``kind="bce"``: BCE
+    of each token's score against the 0 / 1 target.
 
     Args:
         layer_scores: ``(Ld, N, M)`` reference-point logits on the N supervised frames (M memory tokens).
@@ -119,9 +123,16 @@ def reference_loss(layer_scores: torch.Tensor, token_valid: torch.Tensor, cell_b
     """
     cells = box_cxcywh_to_xyxy(cell_boxes.float())
     gt = box_cxcywh_to_xyxy(target_boxes.float()).unsqueeze(1).expand_as(cells)
-    targets = box_iou(cells, gt) > 0  # (N, M): the cell overlaps the box
-    t = targets[token_valid].to(layer_scores.dtype)
-    return torch.stack([F.binary_cross_entropy_with_logits(scores[token_valid], t) for scores in layer_scores]).sum()
+    targets = (box_iou(cells, gt) > 0) & token_valid  # (N, M): the cell overlaps the box
+    if kind == "bce":
+        t = targets[token_valid].to(layer_scores.dtype)
+        return torch.stack([F.binary_cross_entropy_with_logits(scores[token_valid], t) for scores in layer_scores]).sum()
+    usable = targets.any(-1)  # frames whose box overlaps at least one cell
+    if not bool(usable.any()):
+        return zero_like(layer_scores)
+    scores = layer_scores.float().masked_fill(~token_valid, float("-inf"))[:, usable]  # (Ld, N', M)
+    on_target = scores.masked_fill(~targets[usable], float("-inf"))
+    return (torch.logsumexp(scores, -1) - torch.logsumexp(on_target, -1)).mean(-1).sum()
 
 
 __all__ = ["zero_like", "lm_loss", "box_losses", "presence_loss", "relevance_loss", "contrastive_loss", "span_loss",

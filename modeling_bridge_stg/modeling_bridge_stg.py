@@ -907,7 +907,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 cells = torch.cat([enc.cell_centres, enc.cell_sizes.unsqueeze(2).expand_as(enc.cell_centres)], -1)
                 out["loss_reference"] = losses.reference_loss(
                     layer_scores[:, box_sel], enc.memory_valid[:, enc.frame_group][box_sel],
-                    cells[:, enc.frame_group][box_sel], target_boxes[box_sel])
+                    cells[:, enc.frame_group][box_sel], target_boxes[box_sel], kind=cfg.reference_supervision)
         # presence: every decoded frame, every layer
         if bool(decode.any()):
             out["loss_presence"] = losses.presence_loss(layer_logits[:, decode], positive[decode])
