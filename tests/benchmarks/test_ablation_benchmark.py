@@ -37,7 +37,7 @@ def test_ablation_quick_run(tmp_path: Path) -> None:
     runs = {r["variant"]: r for r in out["runs"]}
     assert set(runs) == {"no_eta", "coupled"} and not any("error" in r for r in runs.values())
     for r in runs.values():
-        assert r["steps"] == 3 and r["num_test_clips"] == 4
+        assert r["steps"] == 3 and r["num_test_clips"] == 5
         assert all(0.0 <= r["metrics"][k] <= 1.0 for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5"))
     assert runs["no_eta"]["config_overrides"] == {"eta": False} and "coupled" not in runs["no_eta"]
     c = runs["coupled"]["coupled"]

@@ -1,4 +1,4 @@
-"""The method options chosen by measurement (docs/method.md §3.17): each does what its config field says."""
+"""The method options measured on the synthetic benchmark (docs/method.md §3.16): each does what its config field says."""
 
 from __future__ import annotations
 
