@@ -136,16 +136,55 @@ def format_summary(results: list[dict[str, Any]], meta: Any) -> str:
     return "\n".join(lines)
 
 
+def check_queries(queries: list[str]) -> None:
+    """Every query is a non-blank string (:class:`InvalidQueryError` naming the first that is not, counted from 1)."""
+    from bridge_stg.errors_bridge_stg import InvalidQueryError
+
+    if not queries:
+        raise InvalidQueryError("no query given")
+    for i, q in enumerate(queries):
+        if not isinstance(q, str) or not q.strip():
+            raise InvalidQueryError(f"query {i + 1} is empty")
+
+
+def check_options(
+    sample_fps: float | None = None, max_frames: float | None = None, threshold: float | None = None, prefix: str = "--",
+) -> dict[str, Any]:
+    """The pipeline's call options (``sample_fps``, ``max_frames``, ``threshold``) from the values the user gave, the
+    unset ones (``None``) left out; a value out of range is a one-line :class:`BridgeSTGError` naming the option
+    (``prefix`` + its name: ``--sample_fps`` on the command line, ``sample_fps`` on the page). The same checks as the
+    pipeline's and the video reader's, made before the model is loaded and the video decoded."""
+    import math
+
+    from bridge_stg.errors_bridge_stg import BridgeSTGError, FrameSamplingError
+
+    call: dict[str, Any] = {}
+    if sample_fps is not None:
+        if isinstance(sample_fps, bool) or not isinstance(sample_fps, (int, float)) or not (
+                math.isfinite(sample_fps) and sample_fps > 0):
+            raise FrameSamplingError(f"{prefix}sample_fps must be a positive number of frames per second, got {sample_fps!r}")
+        call["sample_fps"] = float(sample_fps)
+    if max_frames is not None:
+        whole = isinstance(max_frames, int) or (isinstance(max_frames, float) and math.isfinite(max_frames)
+                                                and max_frames.is_integer())
+        if isinstance(max_frames, bool) or not whole or max_frames < 2 or int(max_frames) % 2:
+            raise FrameSamplingError(f"{prefix}max_frames must be an even integer >= 2, got {max_frames!r}")
+        call["max_frames"] = int(max_frames)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise BridgeSTGError(f"{prefix}threshold must be a score in [0, 1], got {threshold!r}")
+        call["threshold"] = float(threshold)
+    return call
+
+
 def run(args: GroundArguments, video: str, queries: list[str]) -> int:
     """Validate the inputs (cheap checks first), ground, print, write the outputs."""
-    from bridge_stg.errors_bridge_stg import BridgeSTGError, InvalidQueryError
+    from bridge_stg.errors_bridge_stg import BridgeSTGError
     from bridge_stg.video_io_bridge_stg import probe_video
 
     from .common import check_output_file, write_text_atomic
 
-    for i, q in enumerate(queries):
-        if not q.strip():
-            raise InvalidQueryError(f"query {i + 1} is empty")
+    check_queries(queries)
     if args.output is not None:
         ext = os.path.splitext(args.output)[1].lower()
         if ext not in (".mp4", ".gif"):
@@ -157,6 +196,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
         raise BridgeSTGError(f"--output and --json: both name {args.output}")
     if args.batch_size < 1:
         raise BridgeSTGError(f"--batch_size must be >= 1, got {args.batch_size}")
+    options = check_options(args.sample_fps, args.max_frames, args.threshold)
     meta = probe_video(video)  # missing / corrupt / not a video: one-line VideoDecodeError before loading the model
     model_dir, is_demo = _resolve_model(args.model)
     if is_demo:
@@ -166,11 +206,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
     if args.progress:
         print(f"{PROG}: decoding and grounding {len(queries)} quer{'y' if len(queries) == 1 else 'ies'} ...",
               file=sys.stderr)
-    call: dict[str, Any] = {"text": list(queries)}
-    for key in ("sample_fps", "max_frames", "threshold"):
-        if getattr(args, key) is not None:
-            call[key] = getattr(args, key)
-    results = grounder(video, **call)
+    results = grounder(video, text=list(queries), **options)
     print(format_summary(results, meta))
     if args.json is not None:
         payload = {

@@ -90,7 +90,8 @@ def test_real_sample_video(checkpoint, sample_video_dir, tmp_path, capsys):
     assert len(frames) == 120 and frames[0].shape[1] == 176
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_query", "bad_output", "bad_model", "no_folder"])
+@pytest.mark.parametrize("case", ["missing", "corrupt", "empty_query", "bad_output", "bad_model", "no_folder", "bad_fps",
+                                  "odd_max_frames", "bad_threshold"])
 def test_errors_are_one_line_with_exit_code_2(case, checkpoint, clip_file, tmp_path, capsys):
     path, _ = clip_file
     argv = ["ground", path, "the square", "--model", checkpoint, "--no_progress"]
@@ -108,6 +109,12 @@ def test_errors_are_one_line_with_exit_code_2(case, checkpoint, clip_file, tmp_p
         expect = "use .mp4 or .gif"
     elif case == "bad_model":
         argv[4], expect = str(tmp_path), "no config.json"
+    elif case == "bad_fps":
+        argv, expect = argv + ["--sample_fps", "0"], "--sample_fps must be a positive number"
+    elif case == "odd_max_frames":
+        argv, expect = argv + ["--max_frames", "7"], "--max_frames must be an even integer >= 2, got 7"
+    elif case == "bad_threshold":
+        argv, expect = argv + ["--threshold", "1.5"], "--threshold must be a score in [0, 1]"
     else:
         argv += ["--json", str(tmp_path / "missing_dir" / "r.json")]
         expect = "does not exist"
