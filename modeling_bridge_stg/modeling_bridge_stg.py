@@ -15,7 +15,9 @@ Ld decoder layers.
 
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +116,7 @@ class BridgeSTGEncoderOutput:
     """What one MLLM pass gives the bridge, the decoder and the temporal heads (internal; not a model output).
 
     Args:
-        last_hidden_state (`(B, L, D)`): last-layer LLM states (for the LM loss).
+        last_hidden_state (`(B, L, D)`, *optional*): last-layer LLM states (for the LM loss; training only).
         bridge_queries (`(B, K, d)`): Q_b.
         frame_states (`(B, F, d)`): `W_s · s_g(f)`, the fused state of each frame's group `<|vision_end|>`.
         time_embeddings (`(B, F, d)`): `TimeEmb(t_f)`.
@@ -127,7 +129,7 @@ class BridgeSTGEncoderOutput:
             per memory token (added to its group's memory).
     """
 
-    last_hidden_state: torch.Tensor
+    last_hidden_state: torch.Tensor | None
     bridge_queries: torch.Tensor
     frame_states: torch.Tensor
     time_embeddings: torch.Tensor
@@ -283,14 +285,14 @@ class BridgeSTGSemanticBridge(nn.Module):
         """`(...,)` seconds -> `(..., d)`."""
         return self.time_proj(sine_embedding(seconds, self.hidden, scale=4.0).to(self.time_proj.weight.dtype))
 
-    def bridging_queries(self, layer_states: list[torch.Tensor], is_bridge: torch.Tensor) -> torch.Tensor:
-        """Q_b `(B, K, d)` from the last L layers' states `(B, L, D)` at the K bridge positions."""
-        B, K = is_bridge.shape[0], int(is_bridge[0].sum())
-        return self.query_proj(self.bridge_fusion([s[is_bridge].view(B, K, -1) for s in layer_states]))
+    def bridging_queries(self, bridge_states: list[torch.Tensor]) -> torch.Tensor:
+        """Q_b `(B, K, d)` from the last L layers' states at the K bridge positions (L tensors `(B, K, D)`)."""
+        return self.query_proj(self.bridge_fusion(bridge_states))
 
-    def group_states(self, layer_states: list[torch.Tensor], vision_end: torch.Tensor, group_valid: torch.Tensor) -> torch.Tensor:
-        """s_g `(B, G, D)`: the fused last-L-layer state at each temporal group's `<|vision_end|>` (zeros on padding)."""
-        fused = self.frame_fusion([s[vision_end] for s in layer_states])  # (ΣG, D)
+    def group_states(self, group_rows: list[torch.Tensor], group_valid: torch.Tensor) -> torch.Tensor:
+        """s_g `(B, G, D)`: the fused last-L-layer state at each temporal group's `<|vision_end|>` (zeros on padding);
+        `group_rows` are the L layers' states at those tokens, `(ΣG, D)` each in (sample, group) order."""
+        fused = self.frame_fusion(group_rows)  # (ΣG, D)
         out = fused.new_zeros(*group_valid.shape, fused.shape[-1])
         out[group_valid] = fused
         return out
@@ -736,14 +738,17 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         n = cfg.num_llm_layers
         return out, [out.hidden_states[i] for i in range(n - cfg.bridge_num_layers + 1, n + 1)]  # 0 = embeddings
 
-    def _check_layout(self, input_ids: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bridge-token and `<|vision_end|>` masks `(B, L)`, checked against K and the temporal groups."""
+    def _check_layout(self, input_ids: torch.Tensor, frame_mask: torch.Tensor,
+                      bridge: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bridge-token and `<|vision_end|>` masks `(B, L)`, checked against K (or, `bridge=False`, against no
+        bridge token: a prompt) and the temporal groups."""
         cfg = self.config
         is_bridge = torch.isin(input_ids, self._bridge_ids(input_ids.device))
         counts = is_bridge.sum(1)
-        if bool((counts != cfg.num_bridge_queries).any()):
+        if bool((counts != (cfg.num_bridge_queries if bridge else 0)).any()):
             raise ValueError(
-                f"input_ids: every sample needs exactly {cfg.num_bridge_queries} bridge tokens, got {counts.tolist()}"
+                f"input_ids: every sample needs exactly {cfg.num_bridge_queries if bridge else 0} bridge tokens, "
+                f"got {counts.tolist()}"
             )
         vision_end = input_ids == cfg.mllm_config.vision_end_token_id
         groups, expected = vision_end.sum(1), (frame_mask.sum(1) + 1) // 2
@@ -754,34 +759,49 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             )
         return is_bridge, vision_end
 
-    def _group_tokens(self, out: Any, input_ids: torch.Tensor, video_grid_thw: torch.Tensor, video_features: Any) -> list:
-        """The visual memory tokens of every temporal group: merged vision tokens or last-layer LLM states."""
+    def _group_tokens(self, video_rows: torch.Tensor | None, video_grid_thw: torch.Tensor, video_features: Any) -> list:
+        """The visual memory tokens of every temporal group: merged vision tokens, or (`visual_memory="llm"`) the
+        last-layer LLM states at the video tokens (`video_rows`, `(Σtokens, D)` in (sample, group) order)."""
         cfg = self.config
         if cfg.visual_memory == "vision":
             return list(video_features.pooler_output)
-        states = out.hidden_states[-1][input_ids == cfg.mllm_config.video_token_id]
         sizes = [int(t * h * w) // cfg.spatial_merge_size**2 for t, h, w in video_grid_thw.tolist()]
-        return list(torch.split(states, sizes))
+        return list(torch.split(video_rows, sizes))
 
     def _encode(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps, frame_mask,
                 pixel_values_videos=None, video_features=None) -> BridgeSTGEncoderOutput:
-        """One MLLM pass; returns everything the decoder and the temporal heads need (see `BridgeSTGEncoderOutput`)."""
+        """One MLLM pass over the full sequences (prompt [+ answer] + bridge tokens: training, frame-mode inference);
+        returns everything the decoder and the temporal heads need (see `BridgeSTGEncoderOutput`)."""
         cfg = self.config
         is_bridge, vision_end = self._check_layout(input_ids, frame_mask)
         if video_features is None:
-            video_features = self.mllm.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
+            video_features = self.encode_video(pixel_values_videos, video_grid_thw, frame_mask)
         out, layer_states = self._llm_layer_states(input_ids, attention_mask, mm_token_type_ids, video_grid_thw, video_features)
-        queries = self.stsb.bridging_queries(layer_states, is_bridge)  # (B, K, d)
-        groups = vision_end.sum(1)
+        B, K = input_ids.shape[0], cfg.num_bridge_queries
+        video_rows = out.hidden_states[-1][input_ids == cfg.mllm_config.video_token_id] if cfg.visual_memory == "llm" else None
+        return self._assemble(
+            bridge_states=[s[is_bridge].view(B, K, -1) for s in layer_states], group_rows=[s[vision_end] for s in layer_states],
+            groups=vision_end.sum(1), video_rows=video_rows, video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps,
+            frame_mask=frame_mask, pixel_values_videos=pixel_values_videos, video_features=video_features,
+            last_hidden_state=out.last_hidden_state,
+        )
+
+    def _assemble(self, bridge_states, group_rows, groups, video_rows, video_grid_thw, frame_timestamps, frame_mask,
+                  pixel_values_videos, video_features, last_hidden_state=None) -> BridgeSTGEncoderOutput:
+        """From the LLM states the bridge needs (the bridge tokens' and each `<|vision_end|>`'s, last L layers) to the
+        encoder output: Q_b, frame states, time embeddings, the decoder memory, the temporal heads."""
+        cfg = self.config
+        device = frame_mask.device
+        queries = self.stsb.bridging_queries(bridge_states)  # (B, K, d)
         G = int(groups.max())
-        group_valid = torch.arange(G, device=input_ids.device)[None] < groups[:, None]  # (B, G)
-        frame_group = (torch.arange(frame_mask.shape[1], device=input_ids.device) // 2).clamp(max=G - 1)  # (F,)
-        group_states = self.stsb.group_states(layer_states, vision_end, group_valid)  # (B, G, D)
+        group_valid = torch.arange(G, device=device)[None] < groups[:, None]  # (B, G)
+        frame_group = (torch.arange(frame_mask.shape[1], device=device) // 2).clamp(max=G - 1)  # (F,)
+        group_states = self.stsb.group_states(group_rows, group_valid)  # (B, G, D)
         frame_states = self.stsb.frame_state_proj(group_states[:, frame_group])  # (B, F, d)
-        times = self.stsb.time_embedding(frame_timestamps.to(frame_states.dtype))  # (B, F, d)
+        times = self.stsb.time_embedding(frame_timestamps.float())  # (B, F, d); seconds stay float32 (bf16 rounds them)
         merge = cfg.spatial_merge_size
         grid_hw = [(int(h) // merge, int(w) // merge) for _, h, w in video_grid_thw.tolist()]
-        tokens = self._group_tokens(out, input_ids, video_grid_thw, video_features)
+        tokens = self._group_tokens(video_rows, video_grid_thw, video_features)
         memory, memory_pos, memory_valid, centres, cells = self.qgsl.build_memory(tokens, grid_hw, group_valid, frame_states.dtype)
         evidence = None
         if self.qgsl.frame_evidence is not None:
@@ -792,12 +812,54 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         memory_mean = (memory * memory_valid.unsqueeze(-1)).sum(2) / memory_valid.sum(2, keepdim=True).clamp(min=1)
         start, end, relevance, cos = self.stsb.temporal_head(frame_states, times, queries, frame_mask, memory_mean[:, frame_group])
         return BridgeSTGEncoderOutput(
-            last_hidden_state=out.last_hidden_state, bridge_queries=queries, frame_states=frame_states,
+            last_hidden_state=last_hidden_state, bridge_queries=queries, frame_states=frame_states,
             time_embeddings=times, frame_group=frame_group, memory=memory, memory_pos=memory_pos,
             memory_valid=memory_valid, cell_centres=centres, cell_sizes=cells, span_start_logits=start,
             span_end_logits=end, relevance_logits=relevance, relevance_cosine=cos, video_features=video_features,
             frame_evidence=evidence,
         )
+
+    # ------------------------------------------------------------------ the vision encoder, once per video
+    def encode_video(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor,
+                     frame_mask: torch.Tensor | None = None) -> Any:
+        """The vision encoder's output for a batch, run once per distinct video.
+
+        Samples whose grid rows and pixels are equal (several queries on one video) share one encoder pass; the
+        output holds one entry per grid row of the batch, as the MLLM's forward expects (`mm_encoder_outputs`).
+        `frame_mask` `(B, F)` gives each sample's number of temporal groups (without it every row is its own video).
+        """
+        rows_per_sample = ([1] * int(video_grid_thw.shape[0]) if frame_mask is None
+                           else ((frame_mask.sum(1) + 1) // 2).tolist())
+        patches = (video_grid_thw[:, 0] * video_grid_thw[:, 1] * video_grid_thw[:, 2]).tolist()
+        row_start = [0]
+        for n in rows_per_sample:
+            row_start.append(row_start[-1] + int(n))
+        pixel_start = [0]
+        for n in patches:
+            pixel_start.append(pixel_start[-1] + int(n))
+        unique: list[int] = []  # index of the first sample of each distinct video
+        owner: list[int] = []  # sample -> position in `unique`
+        for i in range(len(rows_per_sample)):
+            lo, hi = row_start[i], row_start[i + 1]
+            for u, j in enumerate(unique):
+                jl, jh = row_start[j], row_start[j + 1]
+                if torch.equal(video_grid_thw[lo:hi], video_grid_thw[jl:jh]) and torch.equal(
+                        pixel_values_videos[pixel_start[lo]:pixel_start[hi]], pixel_values_videos[pixel_start[jl]:pixel_start[jh]]):
+                    owner.append(u)
+                    break
+            else:
+                owner.append(len(unique))
+                unique.append(i)
+        if len(unique) == len(rows_per_sample):
+            return self.mllm.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
+        rows = [r for i in unique for r in range(row_start[i], row_start[i + 1])]
+        pixels = torch.cat([pixel_values_videos[pixel_start[r]:pixel_start[r + 1]] for r in rows])
+        features = self.mllm.model.get_video_features(pixels, video_grid_thw[rows], return_dict=True)
+        local_start = [0]
+        for i in unique:
+            local_start.append(local_start[-1] + rows_per_sample[i])
+        select = [local_start[owner[i]] + k for i in range(len(rows_per_sample)) for k in range(rows_per_sample[i])]
+        return select_video_rows(features, select)
 
     # ------------------------------------------------------------------ decoder pass (ETA -> QGSL)
     def _run_decoder(self, enc: BridgeSTGEncoderOutput, decode_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -940,15 +1002,17 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         tokenizer: Any | None = None,
         span_source: str | None = None,
         max_new_tokens: int | None = None,
+        video_features: Any | None = None,
         **kwargs: Any,
     ) -> BridgeSTGGroundingOutput:
         r"""
         Ground queries from a prompt that ends at `<|im_start|>assistant\n` (no targets, no bridge tokens).
 
-        1. The vision encoder runs once; its features are reused below.
-        2. Text mode: the MLLM generates the span answer. Frame mode: no generation.
-        3. `<|im_end|>` (text mode) and the K bridge tokens are appended; one MLLM forward gives Q_b, the frame
-           states and the temporal heads.
+        1. The vision encoder runs once per distinct video of the batch (`encode_video`), or not at all when
+           `video_features` (its output for these inputs) is given; the features are reused below.
+        2. Text mode: the MLLM generates the span answer (one prefill of the prompt); the frame states are read from
+           that prefill, and `<|im_end|>` + the K bridge tokens continue the generation's cache (Q_b). Frame mode:
+           one forward over the prompt + the K bridge tokens gives Q_b and the frame states.
         4. The span: parsed from the answer (the relevance run when it does not parse), or read from the
            per-frame start / end logits (frame mode).
         5. ETA selects the sampled frames inside the span; QGSL decodes boxes only there.
@@ -957,6 +1021,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             tokenizer: decodes the generated answer in text mode (the processor's tokenizer).
             span_source: override `config.span_source` (`"text"` or `"frame"`).
             max_new_tokens: generation budget (default `config.max_new_tokens`).
+            video_features: the vision encoder's output for these inputs' grid rows (`encode_video`), e.g. computed
+                once for several queries on one video.
 
         The coupled baseline (`config.grounding_mode="coupled"`) is run by `coupled_bridge_stg.coupled_ground`
         (`min_new_tokens=` in kwargs forces a generation length, for latency benchmarks).
@@ -971,14 +1037,18 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         if source == "text" and tokenizer is None:
             raise ValueError("ground(): span_source='text' needs `tokenizer=` to read the generated answer")
         frame_mask = frame_mask.bool()
-        video_features = self.mllm.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
-        answers, texts = [[] for _ in range(input_ids.shape[0])], ["" for _ in range(input_ids.shape[0])]
-        if source == "text":
-            answers, texts = self._generate_answers(input_ids, attention_mask, mm_token_type_ids, pixel_values_videos,
-                                                    video_grid_thw, tokenizer, max_new_tokens)
-        ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids, answers)
-        enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
-                           pixel_values_videos=pixel_values_videos, video_features=video_features)
+        if video_features is None:
+            video_features = self.encode_video(pixel_values_videos, video_grid_thw, frame_mask)
+        if source == "text":  # generate the answer; the bridge tokens continue the generation's cache
+            enc, texts = self._encode_generating(input_ids, attention_mask, mm_token_type_ids, video_grid_thw,
+                                                 frame_timestamps, frame_mask, pixel_values_videos, video_features,
+                                                 tokenizer, max_new_tokens)
+        else:  # frame mode: one forward over the prompt + the bridge tokens
+            texts = ["" for _ in range(input_ids.shape[0])]
+            ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids,
+                                                          [[] for _ in range(input_ids.shape[0])])
+            enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
+                               pixel_values_videos=pixel_values_videos, video_features=video_features)
         relevance = enc.relevance_logits.sigmoid().masked_fill(~frame_mask, 0.0)
         spans_s, spans_f, sources = self._predict_spans(enc, relevance, texts, frame_timestamps, frame_mask, source)
         idx = torch.arange(frame_mask.shape[1], device=frame_mask.device)
@@ -991,25 +1061,117 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             span_source=sources, generated_text=texts,
         )
 
-    def _generate_answers(self, input_ids, attention_mask, mm_token_type_ids, pixel_values_videos, video_grid_thw,
-                          tokenizer, max_new_tokens) -> tuple[list[list[int]], list[str]]:
-        """Greedy span answers: per sample the answer token ids ending with `<|im_end|>`, and the decoded text."""
+    def _encode_generating(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
+                           frame_mask, pixel_values_videos, video_features, tokenizer, max_new_tokens):
+        """Text mode in one pass: greedy generation of the span answer, the frame states captured from its prefill,
+        then `<|im_end|>` + the bridge tokens fed on top of its cache. Returns the encoder output and the answers."""
         cfg = self.config
-        im_end = self.im_end_token_id
-        gen = self.mllm.generate(
-            input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
-            pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-            max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=False, eos_token_id=im_end,
-            suppress_tokens=list(cfg.bridge_token_ids),  # bridge tokens are appended by us, never generated
-            pad_token_id=cfg.mllm_config.get_text_config().pad_token_id,
+        _, vision_end = self._check_layout(input_ids, frame_mask, bridge=False)
+        video_mask = input_ids == cfg.mllm_config.video_token_id
+        with self._capture_prefill(vision_end, video_mask) as captured:
+            gen = self.mllm.generate(
+                input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+                video_grid_thw=video_grid_thw, mm_encoder_outputs={"video": video_features},
+                max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=False, eos_token_id=self.im_end_token_id,
+                suppress_tokens=list(cfg.bridge_token_ids),  # bridge tokens are appended by us, never generated
+                pad_token_id=cfg.mllm_config.get_text_config().pad_token_id, return_dict_in_generate=True,
+            )
+        self.mllm.model.rope_deltas = None
+        generated = gen.sequences[:, input_ids.shape[1]:]
+        texts = []
+        for row in generated.tolist():
+            toks = row[: row.index(self.im_end_token_id)] if self.im_end_token_id in row else row
+            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+        bridge_states = self._continue_with_bridge_tokens(gen.cache, generated, input_ids, attention_mask,
+                                                          mm_token_type_ids, video_grid_thw)
+        enc = self._assemble(
+            bridge_states=bridge_states, group_rows=captured["groups"], groups=vision_end.sum(1),
+            video_rows=captured.get("video"), video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps,
+            frame_mask=frame_mask, pixel_values_videos=pixel_values_videos, video_features=video_features,
+        )
+        return enc, texts
+
+    @contextmanager
+    def _capture_prefill(self, vision_end: torch.Tensor, video_mask: torch.Tensor):
+        """Forward hooks on the last L LLM layers (and the final norm, which gives the last of them) that keep, from
+        the first call (the prefill of the prompt), the states at `<|vision_end|>` (and at the video tokens for
+        `visual_memory="llm"`): the frame states of a generation without a second pass over the prompt."""
+        cfg = self.config
+        lm = self.mllm.model.language_model
+        n, L = cfg.num_llm_layers, cfg.bridge_num_layers
+        captured: dict[str, Any] = {"groups": [None] * L}
+        length = vision_end.shape[1]
+
+        def hook_for(slot: int, last: bool):
+            def hook(module, args, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                if hidden.shape[1] != length or captured["groups"][slot] is not None:
+                    return  # a decoding step, or the prefill already seen
+                captured["groups"][slot] = hidden[vision_end]
+                if last and cfg.visual_memory == "llm":
+                    captured["video"] = hidden[video_mask]
+            return hook
+
+        # hidden_states[j] is layer j's output (1-based); the last one is after the final norm
+        modules = [(lm.layers[j - 1], False) for j in range(n - L + 1, n)] + [(lm.norm, True)]
+        handles = [m.register_forward_hook(hook_for(slot, last)) for slot, (m, last) in enumerate(modules)]
+        try:
+            yield captured
+        finally:
+            for h in handles:
+                h.remove()
+        if any(g is None for g in captured["groups"]):
+            raise RuntimeError("ground(): the prefill of the prompt was not observed (generation did not run)")
+
+    def _continue_with_bridge_tokens(self, cache, generated, input_ids, attention_mask, mm_token_type_ids,
+                                     video_grid_thw) -> list[torch.Tensor]:
+        """Feed, on top of a generation's cache, the tokens of the training layout not in it yet (the answer's last
+        token and `<|im_end|>` where they are missing) and the K bridge tokens; return the last L layers' states at
+        the bridge tokens, L tensors `(B, K, D)`.
+
+        The cache holds the (left-padded) prompt and every generated token but the last; pads that `generate`
+        appends after a sample's end are masked. Positions are those of the same tokens in the contiguous training
+        sequence prompt + answer + `<|im_end|>` + bridge tokens (`compute_3d_position_ids` on it).
+        """
+        cfg = self.config
+        device = input_ids.device
+        B, T = generated.shape
+        K, im_end = cfg.num_bridge_queries, self.im_end_token_id
+        pad = int(cfg.mllm_config.get_text_config().pad_token_id or 0)
+        bridge = list(cfg.bridge_token_ids)
+        gen_mask = torch.zeros(B, T - 1, dtype=attention_mask.dtype, device=device)  # generated tokens in the cache
+        cont = torch.full((B, K + 2), pad, dtype=torch.long, device=device)
+        cont_mask = torch.zeros(B, K + 2, dtype=attention_mask.dtype, device=device)
+        answers = []
+        for i, row in enumerate(generated.tolist()):
+            end = row.index(im_end) if im_end in row else None
+            answer = row[: end + 1] if end is not None else row + [im_end]
+            answers.append(answer)
+            gen_mask[i, : min(len(answer), T - 1)] = 1
+            unfed = answer[T - 1:]  # what the cache lacks: the last generated token and / or an appended <|im_end|>
+            tail = unfed + bridge
+            cont[i, K + 2 - len(tail):] = torch.tensor(tail, device=device)
+            cont_mask[i, K + 2 - len(tail):] = 1
+        ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids, answers)
+        full_positions = self.mllm.model.compute_3d_position_ids(
+            input_ids=ids, inputs_embeds=None, image_grid_thw=None, video_grid_thw=video_grid_thw, cache=None,
+            attention_mask=mask, mm_token_type_ids=types,
+        )  # (3, B, L'): the training layout's positions
+        self.mllm.model.rope_deltas = None
+        positions = full_positions[..., -(K + 2):].clone()
+        for i in range(B):  # masked slots: any position (they are never attended to)
+            first = int((cont_mask[i] == 0).sum())
+            if first:
+                positions[:, i, :first] = positions[:, i, first: first + 1]
+        embeds = self.stsb.embed_bridge_tokens(self.mllm.get_input_embeddings()(cont), cont, self._bridge_ids(device))
+        out = self.mllm.model(
+            input_ids=None, inputs_embeds=embeds, position_ids=positions, cache=cache,
+            attention_mask=torch.cat([attention_mask, gen_mask, cont_mask], 1),
+            mm_token_type_ids=torch.zeros_like(cont), output_hidden_states=True, use_cache=True,
         )
         self.mllm.model.rope_deltas = None
-        answers, texts = [], []
-        for row in gen[:, input_ids.shape[1]:].tolist():
-            toks = row[: row.index(im_end)] if im_end in row else row
-            answers.append(toks + [im_end])
-            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
-        return answers, texts
+        n = cfg.num_llm_layers
+        return [out.hidden_states[j][:, -K:] for j in range(n - cfg.bridge_num_layers + 1, n + 1)]
 
     def _append_bridge_tokens(self, input_ids, attention_mask, mm_token_type_ids, answers):
         """Prompt (unpadded) + answer + the K bridge tokens per sample, left-padded again: ids, mask, types `(B, L')`."""
@@ -1061,6 +1223,18 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             spans_s[i] = torch.tensor(parsed)
             spans_f[i] = torch.tensor([s, e])
         return spans_s, spans_f, sources
+
+
+def select_video_rows(features: Any, rows: list[int]) -> Any:
+    """The vision encoder's output restricted / repeated to the grid rows ``rows`` (in that order): per-row fields
+    (``pooler_output``, Qwen3-VL's ``deepstack_features``) are re-indexed; ``last_hidden_state`` (per patch, not
+    used by the MLLM's forward) is dropped."""
+    out = copy.copy(features)
+    out["pooler_output"] = tuple(features.pooler_output[r] for r in rows)
+    if getattr(features, "deepstack_features", None) is not None:
+        out["deepstack_features"] = [tuple(layer[r] for r in rows) for layer in features.deepstack_features]
+    out["last_hidden_state"] = None
+    return out
 
 
 def _scatter_slots(values: torch.Tensor, order: torch.Tensor, slot_valid: torch.Tensor, num_frames: int) -> torch.Tensor:

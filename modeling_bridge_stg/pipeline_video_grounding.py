@@ -33,6 +33,7 @@ import torch
 from transformers import Pipeline
 
 from .errors_bridge_stg import InvalidQueryError
+from .modeling_bridge_stg import select_video_rows
 from .processing_bridge_stg import BridgeSTGProcessor
 from .video_io_bridge_stg import DecodedVideo, read_video
 
@@ -42,8 +43,8 @@ class VideoGroundingPipeline(Pipeline):
     Spatio-temporal video grounding with [`BridgeSTGForVideoGrounding`]: for each sentence, the frame span in
     which it happens and one box per sampled frame inside the span (the *tube*).
 
-    The video is decoded **once** per call (the sampled frames are shared by every query on it); the
-    queries are then grounded ``batch_size`` at a time.
+    The video is decoded **once** per call and its frames go through the vision encoder once (both are shared
+    by every query on it); the queries are then grounded ``batch_size`` at a time.
 
     Call arguments:
         inputs: the video (a path, ``bytes``, a binary file object, a ``(T, H, W, 3)`` uint8 array or a list of
@@ -211,12 +212,18 @@ class VideoGroundingPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         outputs = []
         dtype = self.model.dtype
+        one_video = None  # the vision encoder's output for the video, computed once for every query on it
         for chunk in model_inputs["chunks"]:
             tensors = dict(chunk["tensors"])
             tensors.pop("frame_ids", None)
             if tensors["pixel_values_videos"].is_floating_point():
                 tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(dtype)
-            out = self.model.ground(**tensors, tokenizer=self.processor.tokenizer)
+            n_rows = int(tensors["video_grid_thw"].shape[0]) // tensors["input_ids"].shape[0]  # grid rows per query
+            if one_video is None:
+                patches = int(tensors["video_grid_thw"][:n_rows].prod(-1).sum())
+                one_video = self.model.encode_video(tensors["pixel_values_videos"][:patches], tensors["video_grid_thw"][:n_rows])
+            features = select_video_rows(one_video, list(range(n_rows)) * tensors["input_ids"].shape[0])
+            out = self.model.ground(**tensors, tokenizer=self.processor.tokenizer, video_features=features)
             fields = {k: v for k, v in out.items() if k in (
                 "pred_span_seconds", "pred_span_frames", "pred_boxes", "presence_scores", "decoder_frame_mask", "span_source",
             )}
