@@ -178,7 +178,7 @@ def qwen7b_computed(fraction: float, frames: int = 64, height: int = 360, width:
     """Qwen2.5-VL-7B-sized decoder inputs and FLOPs, computed from the default config (nothing is run)."""
     from transformers import Qwen2_5_VLConfig
 
-    from bridge_stg.modeling_bridge_stg import BridgeSTGSpatialDecoder
+    from bridge_stg.modeling_bridge_stg import BridgeSTGSlotMemory, BridgeSTGSpatialDecoder
     from bridge_stg.video_processing_bridge_stg import BridgeSTGVideoProcessor
 
     # only the vision sizes of the backbone matter here (patch 14, merge 2, temporal patch 2: as Qwen2.5-VL-7B)
@@ -195,16 +195,21 @@ def qwen7b_computed(fraction: float, frames: int = 64, height: int = 360, width:
     distinct_groups = len({f // 2 for f in range(start, start + span)})
     K, d = cfg.num_bridge_queries, cfg.decoder_hidden_size
 
-    def flops(S: int) -> int:
+    def flops(S: int, groups_of_slots: int) -> int:
+        """Decoder FLOPs for S selected frames whose memory comes from ``groups_of_slots`` temporal groups (the
+        memory's linear maps run once per group: S groups = the per-frame computation before it was shared)."""
         with torch.device("meta"):
             dec = BridgeSTGSpatialDecoder(cfg).eval()
-            args = (torch.empty(1, S, K, d), torch.ones(1, S, dtype=torch.bool), torch.empty(1, S, m, d),
-                    torch.empty(1, S, m, d), torch.ones(1, S, m, dtype=torch.bool), torch.empty(1, S, m, 2),
+            slot_group = torch.arange(S) * groups_of_slots // S
+            memory = BridgeSTGSlotMemory(torch.empty(1, groups_of_slots, m, d), torch.empty(1, groups_of_slots, m, d),
+                                         torch.ones(1, S, m, dtype=torch.bool), slot_group[None])
+            args = (torch.empty(1, S, K, d), torch.ones(1, S, dtype=torch.bool), memory, torch.empty(1, S, m, 2),
                     torch.empty(1, S, 2))
             with torch.inference_mode():
                 return count_flops(lambda: dec(*args))
 
-    f_all, f_eta = flops(frames), flops(span)
+    f_all, f_eta = flops(frames, groups), flops(span, distinct_groups)
+    f_all_per_frame, f_eta_per_frame = flops(frames, frames), flops(span, span)
     return {
         "label": "COMPUTED (not measured): default BridgeSTGConfig sizing, FlopCounterMode on meta tensors",
         "frame_size": [height, width], "resized": [h, w], "frames": frames, "tokens_per_frame": m,
@@ -215,6 +220,9 @@ def qwen7b_computed(fraction: float, frames: int = 64, height: int = 360, width:
         "eta_tokens_distinct": distinct_groups * m, "no_eta_tokens_distinct": groups * m,
         "eta_gflops": round(f_eta / 1e9, 3), "no_eta_gflops": round(f_all / 1e9, 3),
         "flops_ratio": round(f_all / f_eta, 2),
+        # the memory's key / value and reference-key projections once per frame (before they were shared per group)
+        "eta_gflops_per_frame_memory": round(f_eta_per_frame / 1e9, 3),
+        "no_eta_gflops_per_frame_memory": round(f_all_per_frame / 1e9, 3),
     }
 
 

@@ -3,7 +3,8 @@
 Self-contained remote code: imports only torch and sibling files.
 
 Shape notation: B batch, L tokens, F sampled frames (padded), Ld decoder layers, N selected items.
-Every unit returns a scalar tensor; a term with nothing to apply to returns an exact 0 that stays attached
+Every unit computes in float32 whatever the model's dtype (a bf16 box or GIoU loses the precision the regression
+needs) and returns a scalar tensor; a term with nothing to apply to returns an exact 0 that stays attached
 to the graph (so every parameter still receives a gradient, as DDP requires).
 """
 
@@ -47,9 +48,9 @@ def box_losses(layer_boxes: torch.Tensor, target_boxes: torch.Tensor) -> tuple[t
         ``(l1, giou)``: per layer the L1 distance summed over the 4 coordinates and ``1 - GIoU``, each averaged
         over the frames, then summed over the layers (equal weights: deep supervision).
     """
-    gt = target_boxes.to(layer_boxes.dtype)
-    l1 = (layer_boxes - gt).abs().sum(-1).mean(-1).sum()
-    giou = generalized_box_iou(box_cxcywh_to_xyxy(layer_boxes), box_cxcywh_to_xyxy(gt).unsqueeze(0))
+    pred, gt = layer_boxes.float(), target_boxes.float()
+    l1 = (pred - gt).abs().sum(-1).mean(-1).sum()
+    giou = generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt).unsqueeze(0))
     return l1, (1 - giou).mean(-1).sum()
 
 
@@ -60,8 +61,8 @@ def presence_loss(layer_logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
         layer_logits: ``(Ld, N)`` logits on the N decoded frames.
         targets: ``(N,)`` 1 on frames inside the ground-truth span, 0 outside.
     """
-    t = targets.to(layer_logits.dtype)
-    return torch.stack([F.binary_cross_entropy_with_logits(logits, t) for logits in layer_logits]).sum()
+    t = targets.float()
+    return torch.stack([F.binary_cross_entropy_with_logits(logits.float(), t) for logits in layer_logits]).sum()
 
 
 def relevance_loss(relevance_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -71,7 +72,7 @@ def relevance_loss(relevance_logits: torch.Tensor, targets: torch.Tensor) -> tor
         relevance_logits: ``(N,)`` logits of the frames seen in training.
         targets: ``(N,)`` 1 inside the ground-truth span, 0 outside.
     """
-    return F.binary_cross_entropy_with_logits(relevance_logits, targets.to(relevance_logits.dtype))
+    return F.binary_cross_entropy_with_logits(relevance_logits.float(), targets.float())
 
 
 def contrastive_loss(cosine: torch.Tensor, positive: torch.Tensor, selected: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -85,7 +86,7 @@ def contrastive_loss(cosine: torch.Tensor, positive: torch.Tensor, selected: tor
 
     Only samples with at least one selected positive and one selected negative count; 0 if there are none.
     """
-    logits = (cosine / temperature).masked_fill(~selected, float("-inf"))
+    logits = (cosine.float() / temperature).masked_fill(~selected, float("-inf"))
     usable = (positive & selected).any(1) & ((~positive) & selected).any(1)
     if not bool(usable.any()):
         return zero_like(cosine)
@@ -125,8 +126,8 @@ def reference_loss(layer_scores: torch.Tensor, token_valid: torch.Tensor, cell_b
     gt = box_cxcywh_to_xyxy(target_boxes.float()).unsqueeze(1).expand_as(cells)
     targets = (box_iou(cells, gt) > 0) & token_valid  # (N, M): the cell overlaps the box
     if kind == "bce":
-        t = targets[token_valid].to(layer_scores.dtype)
-        return torch.stack([F.binary_cross_entropy_with_logits(scores[token_valid], t) for scores in layer_scores]).sum()
+        t = targets[token_valid].float()
+        return torch.stack([F.binary_cross_entropy_with_logits(scores[token_valid].float(), t) for scores in layer_scores]).sum()
     usable = targets.any(-1)  # frames whose box overlaps at least one cell
     if not bool(usable.any()):
         return zero_like(layer_scores)

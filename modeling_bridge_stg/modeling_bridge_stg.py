@@ -198,7 +198,9 @@ class BridgeSTGAttention(nn.Module):
         self.o_proj = nn.Linear(hidden, hidden)
         self.dropout = dropout
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor | None = None,
+                projected: bool = False) -> torch.Tensor:
+        """`projected=True`: `k` and `v` are already the key / value projections (computed once and shared)."""
         N, Tq, d = q.shape  # q (N, Tq, d), k / v (N, Tk, d)
         h = self.heads
 
@@ -206,8 +208,9 @@ class BridgeSTGAttention(nn.Module):
             return x.view(N, -1, h, d // h).transpose(1, 2)  # (N, h, T, d/h)
 
         mask = key_valid[:, None, None, :] if key_valid is not None else None  # (N, 1, 1, Tk)
+        keys, values = (k, v) if projected else (self.k_proj(k), self.v_proj(v))
         out = F.scaled_dot_product_attention(
-            split(self.q_proj(q)), split(self.k_proj(k)), split(self.v_proj(v)), attn_mask=mask,
+            split(self.q_proj(q)), split(keys), split(values), attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
         )
         return self.o_proj(out.transpose(1, 2).reshape(N, Tq, d))
@@ -359,6 +362,42 @@ def _contiguous_frames(positive: torch.Tensor, negative: torch.Tensor, scores: t
 
 
 # ----------------------------------------------------------------------------- QGSL
+@dataclass
+class BridgeSTGSlotMemory:
+    """The decoder memory of the S selected frames, kept per temporal group: both frames of a group read the same
+    merged tokens, so every linear map of the memory is computed once per group and gathered per frame.
+
+    Args:
+        memory, memory_pos (`(B, G', M, d)`): projected tokens and their 2D sine positions of the G' groups the
+            selected frames belong to.
+        valid (`(B, S, M)` bool): real tokens of each selected frame.
+        slot_group (`(B, S)` long): each selected frame's group (an index into the G' groups).
+        evidence (`(B, S, M, d)`, *optional*): each frame's own evidence (`config.frame_evidence`), added to its
+            group's tokens.
+    """
+
+    memory: torch.Tensor
+    memory_pos: torch.Tensor
+    valid: torch.Tensor
+    slot_group: torch.Tensor
+    evidence: torch.Tensor | None = None
+
+    def _gather(self, per_group: torch.Tensor) -> torch.Tensor:
+        bidx = torch.arange(per_group.shape[0], device=per_group.device)[:, None]
+        return per_group[bidx, self.slot_group]  # (B, S, M, ·)
+
+    def values(self) -> torch.Tensor:
+        """`(B, S, M, d)`: each selected frame's memory tokens."""
+        out = self._gather(self.memory)
+        return out if self.evidence is None else out + self.evidence
+
+    def project(self, linear: nn.Linear, with_pos: bool = False) -> torch.Tensor:
+        """`linear(memory [+ pos])` per selected frame, `(B, S, M, out)`, computed on the G groups (plus the linear part
+        applied to the per-frame evidence, when there is some)."""
+        out = self._gather(linear(self.memory + self.memory_pos if with_pos else self.memory))
+        return out if self.evidence is None else out + F.linear(self.evidence, linear.weight)
+
+
 class BridgeSTGDecoderLayer(GradientCheckpointingLayer):
     """One QGSL layer: query self-attention | temporal attention | cross-attention to the frame | FFN (post-norm)."""
 
@@ -377,12 +416,10 @@ class BridgeSTGDecoderLayer(GradientCheckpointingLayer):
         x: torch.Tensor,  # (B, S, K, d)
         pos: torch.Tensor,  # (B, S, K, d)
         frame_valid: torch.Tensor,  # (B, S) bool
-        memory: torch.Tensor,  # (B, S, M, d)
-        memory_pos: torch.Tensor,  # (B, S, M, d)
-        memory_valid: torch.Tensor,  # (B, S, M) bool
+        memory: BridgeSTGSlotMemory,
     ) -> torch.Tensor:
         B, S, K, d = x.shape
-        M = memory.shape[2]
+        M = memory.valid.shape[2]
         # 1. self-attention among the K queries of a frame
         q = (x + pos).reshape(B * S, K, d)
         y = self.self_attn(q, q, x.reshape(B * S, K, d)).view(B, S, K, d)
@@ -394,11 +431,13 @@ class BridgeSTGDecoderLayer(GradientCheckpointingLayer):
         safe_valid = valid | ~valid.any(-1, keepdim=True)  # all-padding rows attend to something harmless
         y = self.temporal_attn(xt + pt, xt + pt, xt, safe_valid).view(B, K, S, d).transpose(1, 2)
         x = self.norm2(x + self.dropout(y))
-        # 3. cross-attention from frame f's queries to frame f's memory
+        # 3. cross-attention from frame f's queries to frame f's memory (key / value projections once per group)
         q = (x + pos).reshape(B * S, K, d)
-        mv = memory_valid.reshape(B * S, M)
+        mv = memory.valid.reshape(B * S, M)
         mv = mv | ~mv.any(-1, keepdim=True)
-        y = self.cross_attn(q, (memory + memory_pos).reshape(B * S, M, d), memory.reshape(B * S, M, d), mv)
+        keys = memory.project(self.cross_attn.k_proj, with_pos=True).reshape(B * S, M, d)
+        values = memory.project(self.cross_attn.v_proj).reshape(B * S, M, d)
+        y = self.cross_attn(q, keys, values, mv, projected=True)
         x = self.norm3(x + self.dropout(y.view(B, S, K, d)))
         # 4. FFN
         return self.norm4(x + self.dropout(self.ffn(x)))
@@ -429,10 +468,10 @@ class BridgeSTGDecoderHeads(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, S, K, d)
-        memory: torch.Tensor,  # (B, S, M, d)
-        memory_valid: torch.Tensor,  # (B, S, M)
+        memory: BridgeSTGSlotMemory,
         cell_centres: torch.Tensor,  # (B, S, M, 2) normalised (cx, cy)
         cell_sizes: torch.Tensor,  # (B, S, 2) normalised (w, h) of one grid cell
+        ref_keys: torch.Tensor | None = None,  # (B, S, M, d) `ref_key(memory)`, shared by the layers
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Boxes `(B, S, 4)` normalised cxcywh, presence logits `(B, S)` and the reference-point scores `(B, S, M)`
         (the logits of the softmax over memory tokens; `None` for the MLP head)."""
@@ -442,10 +481,11 @@ class BridgeSTGDecoderHeads(nn.Module):
         if self.box_head_type == "mlp":
             return self.box_mlp(h).sigmoid(), presence, None
         d = h.shape[-1]
-        scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), self.ref_key(memory)) / math.sqrt(d)
-        scores = scores.masked_fill(~memory_valid, torch.finfo(scores.dtype).min)
+        keys = memory.project(self.ref_key) if ref_keys is None else ref_keys
+        scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
+        scores = scores.masked_fill(~memory.valid, torch.finfo(scores.dtype).min)
         weights = scores.softmax(-1)  # (B, S, M)
-        raw = self.ref_mlp(F.relu(memory + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
+        raw = self.ref_mlp(F.relu(memory.values() + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)
         token_boxes = torch.cat([centre, raw[..., 2:].sigmoid()], dim=-1)
         return (weights.unsqueeze(-1) * token_boxes).sum(2).clamp(0.0, 1.0), presence, scores
@@ -542,14 +582,15 @@ class BridgeSTGSpatialDecoder(nn.Module):
             offset += n
         return out
 
-    def forward(self, pos, frame_valid, memory, memory_pos, memory_valid, cell_centres, cell_sizes):
+    def forward(self, pos, frame_valid, memory: BridgeSTGSlotMemory, cell_centres, cell_sizes):
         """Run the layers from `x = pos`; return every layer's boxes `(Ld, B, S, 4)`, presence logits `(Ld, B, S)`
         and reference-point scores `(Ld, B, S, M)` (`None` for the MLP box head)."""
         x = pos
         boxes, presences, scores = [], [], []
+        ref_keys = memory.project(self.heads.ref_key) if self.heads.box_head_type != "mlp" else None  # once, all layers
         for layer in self.layers:
-            x = layer(x, pos, frame_valid, memory, memory_pos, memory_valid)
-            b, p, r = self.heads(x, memory, memory_valid, cell_centres, cell_sizes)
+            x = layer(x, pos, frame_valid, memory)
+            b, p, r = self.heads(x, memory, cell_centres, cell_sizes, ref_keys)
             boxes.append(b)
             presences.append(p)
             scores.append(r)
@@ -873,12 +914,19 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         bidx = torch.arange(B, device=decode_mask.device)[:, None]
         groups = enc.frame_group[order]  # (B, S)
         pos = self.stsb.query_positions(enc.bridge_queries, enc.time_embeddings[bidx, order], enc.frame_states[bidx, order])
-        memory = enc.memory[bidx, groups]  # (B, S, M, d)
+        evidence = None
         if enc.frame_evidence is not None:
-            memory = memory + enc.frame_evidence[bidx, groups, order % enc.frame_evidence.shape[2]]
+            evidence = enc.frame_evidence[bidx, groups, order % enc.frame_evidence.shape[2]]  # (B, S, M, d)
+        # the groups the selected frames belong to, packed (a group's two frames are consecutive slots): the memory's
+        # linear maps run once per packed group, never on the groups ETA left out
+        change = torch.ones_like(groups, dtype=torch.bool)
+        change[:, 1:] = groups[:, 1:] != groups[:, :-1]
+        packed = change.long().cumsum(1) - 1  # (B, S): slot -> packed group
+        source = torch.zeros(B, int(packed.max()) + 1, dtype=torch.long, device=groups.device).scatter(1, packed, groups)
+        memory = BridgeSTGSlotMemory(enc.memory[bidx, source], enc.memory_pos[bidx, source],
+                                     enc.memory_valid[bidx, groups], packed, evidence)
         boxes, presences, scores = self.qgsl(
-            pos, slot_valid, memory, enc.memory_pos[bidx, groups], enc.memory_valid[bidx, groups],
-            enc.cell_centres[bidx, groups], enc.cell_sizes[bidx, groups],
+            pos, slot_valid, memory, enc.cell_centres[bidx, groups], enc.cell_sizes[bidx, groups],
         )
         return tuple(None if t is None else _scatter_slots(t, order, slot_valid, Fmax) for t in (boxes, presences, scores))
 

@@ -148,3 +148,44 @@ def test_several_queries_on_one_video_run_the_vision_encoder_once(compact_tokeni
     alone = pipe(video, text=queries[0], video_fps=4.0)
     assert alone["span"] == results[0]["span"] and alone["tube"] == results[0]["tube"]
     assert out.decoder_frame_mask.shape[0] == 4
+
+
+def test_bf16_model_keeps_times_spans_and_box_losses_in_float32(compact_tokenizer):
+    """At real scale the model runs in bf16: a timestamp of 33.3 s must not become 33.25 s before the time
+    embedding, and the box targets and GIoU must not be rounded to bf16."""
+    from bridge_stg.modeling_bridge_stg import sine_embedding
+
+    model, processor = _build(compact_tokenizer, span_source="frame")
+    model = model.to(torch.bfloat16)
+    frames = np.random.default_rng(0).integers(0, 255, (8, 56, 56, 3), dtype=np.uint8)
+    boxes = {f: [10.0, 12.0, 30.0, 40.0] for f in range(8)}
+    batch = processor(videos=[frames], text=["the square"], video_fps=[4.0], target_spans=[(0, 8)],
+                      target_boxes=[boxes], training=True)
+    t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    t["pixel_values_videos"] = t["pixel_values_videos"].to(torch.bfloat16)
+    t["frame_timestamps"] = t["frame_timestamps"] + 33.3  # a clip starting 33.3 s into its segment
+    seen = {}
+    original = model._run_decoder
+
+    def capture(enc, mask):
+        seen["enc"] = enc
+        return original(enc, mask)
+
+    model._run_decoder = capture
+    with torch.no_grad():
+        out = model(**t)
+    model._run_decoder = original
+    times = seen["enc"].time_embeddings[0, 0]
+    stsb = model.stsb
+    exact = stsb.time_proj(sine_embedding(torch.tensor([33.3]), stsb.hidden, scale=4.0).to(torch.bfloat16))[0]
+    rounded = stsb.time_proj(sine_embedding(torch.tensor([33.3]).to(torch.bfloat16), stsb.hidden, scale=4.0)
+                             .to(torch.bfloat16))[0]
+    assert torch.equal(times, exact) and not torch.equal(exact, rounded)
+    for name in ("loss_l1", "loss_giou", "loss_presence", "loss_span"):
+        assert getattr(out, name).dtype == torch.float32, name
+    inputs = processor(videos=[frames], text=["the square"], video_fps=[4.0])
+    g = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    g["pixel_values_videos"] = g["pixel_values_videos"].to(torch.bfloat16)
+    with torch.no_grad():
+        grounded = model.ground(**g)
+    assert grounded.pred_span_seconds.dtype == torch.float32
