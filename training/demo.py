@@ -143,6 +143,10 @@ class DemoTrainingArguments:
     num_eval_clips: int = 96
     #: query families of the training / validation clips, round robin by clip index (``synthetic_families.FAMILIES``)
     families: tuple[str, ...] = ("appearance",)
+    #: a curriculum: the first ``family_warmup_steps`` steps train on ``warmup_families`` only (the families that can
+    #: be solved frame by frame, where the box head leaves its plateau first), then on ``families``
+    warmup_families: tuple[str, ...] = ("appearance",)
+    family_warmup_steps: int = 0
     num_threads: int = 2
     command: str | None = None
     model: DemoModelArguments = field(default_factory=DemoModelArguments)
@@ -321,7 +325,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         lr = args.learning_rate * _lr_factor(step, frac, args.warmup_steps, args.min_lr_ratio)
         for g in optim.param_groups:
             g["lr"] = lr
-        clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=families)
+        stage = tuple(args.warmup_families) if step < args.family_warmup_steps else families
+        clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=stage)
         batch = training_batch(processor, clips)
         tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         outputs = model(**tensors)
