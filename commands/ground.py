@@ -177,6 +177,19 @@ def check_options(
     return call
 
 
+def result_payload(video: str, model_dir: str, is_demo: bool, meta: Any, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON result of ``--json`` (and of the browser app's download): the video, the model, the video's
+    properties and the pipeline's results."""
+    return {
+        "video": video,
+        "model": os.path.abspath(model_dir),
+        "demo_checkpoint": is_demo,
+        "video_info": {"fps": meta.fps, "num_frames": meta.num_frames, "width": meta.width, "height": meta.height,
+                       "duration": meta.duration},
+        "results": results,
+    }
+
+
 def run(args: GroundArguments, video: str, queries: list[str]) -> int:
     """Validate the inputs (cheap checks first), ground, print, write the outputs."""
     from bridge_stg.errors_bridge_stg import BridgeSTGError
@@ -209,14 +222,7 @@ def run(args: GroundArguments, video: str, queries: list[str]) -> int:
     results = grounder(video, text=list(queries), **options)
     print(format_summary(results, meta))
     if args.json is not None:
-        payload = {
-            "video": os.path.abspath(video),
-            "model": os.path.abspath(model_dir),
-            "demo_checkpoint": is_demo,
-            "video_info": {"fps": meta.fps, "num_frames": meta.num_frames, "width": meta.width, "height": meta.height,
-                           "duration": meta.duration},
-            "results": results,
-        }
+        payload = result_payload(os.path.abspath(video), model_dir, is_demo, meta, results)
         write_text_atomic(args.json, json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
     if args.output is not None:

@@ -209,6 +209,16 @@ def _base_model(model: Any, card_kwargs: Mapping[str, Any]) -> str | None:
     return name if _HUB_ID.match(name) and not os.path.exists(name) else None
 
 
+def files_text(code_files: Sequence[str]) -> str:
+    """The card's list of the folder's files: with the code it carries, or saying that it carries none."""
+    if code_files:
+        return ("`config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`, `processor_config.json` and "
+                "the tokenizer files, and the code: " + ", ".join(f"`{f}`" for f in code_files) + ".")
+    return ("`config.json`, `model.safetensors`, `processor_config.json` and the tokenizer files. This folder carries no "
+            "code: load it with the `bridge-stg` package installed, or export a self-contained folder (code, "
+            "`auto_map`, pipeline registration) with `bridge_stg.model_cards.hub.save_for_hub`.")
+
+
 def build_model_card(
     model: Any,
     processor: Any,
@@ -272,12 +282,7 @@ def build_model_card(
         "evaluation": evaluation,
         "training_procedure": str(kw.get("training_procedure") or "**Not documented.** The uploader did not describe "
                                   "how the model was trained (`card_kwargs={'training_procedure': ...}`)."),
-        "files": (
-            "`config.json` (with `auto_map` and `custom_pipelines`), `model.safetensors`, `processor_config.json` and the "
-            "tokenizer files, and the code: " + ", ".join(f"`{f}`" for f in code_files) + "." if code_files else
-            "`config.json`, `model.safetensors`, `processor_config.json` and the tokenizer files. This folder carries no "
-            "code: load it with the `bridge-stg` package installed, or export a self-contained folder (code, "
-            "`auto_map`, pipeline registration) with `bridge_stg.model_cards.hub.save_for_hub`."),
+        "files": files_text(code_files),
         "card_source": (f" and `{Path(source).name}`" if source else " and the supplied metrics" if results else ""),
     }
     return fill_template(model_card_template(template_name), values)

@@ -52,19 +52,19 @@ try:
 except SystemExit as exc:
     code = exc.code
 print("MODULES" + json.dumps({"code": code, "torch": "torch" in sys.modules,
-                              "transformers": "transformers" in sys.modules}))
+                              "transformers": "transformers" in sys.modules, "gradio": "gradio" in sys.modules}))
 """
 
 
 @pytest.mark.parametrize("args", [["--help"], ["version"], []])
 def test_help_and_version_do_not_import_torch(args):
-    """The console script answers --help and version without importing torch or transformers (seconds saved on
+    """The console script answers --help and version without importing torch, transformers or Gradio (seconds saved on
     every call); the installed script itself runs, in a fresh interpreter, and sys.modules is read at its end."""
     res = subprocess.run([sys.executable, "-c", _MODULES_AFTER_SCRIPT, _console_script(), *args], capture_output=True,
                          text=True, timeout=120)
     line = next(x for x in res.stdout.splitlines() if x.startswith("MODULES"))
     got = json.loads(line[len("MODULES"):])
-    assert got == {"code": 0, "torch": False, "transformers": False}, (got, res.stderr[-2000:])
+    assert got == {"code": 0, "torch": False, "transformers": False, "gradio": False}, (got, res.stderr[-2000:])
     if args == ["version"]:
         assert res.stdout.startswith("bridge-stg 0.1.0") and "torch 2." in res.stdout
 
@@ -73,7 +73,7 @@ def test_other_commands_get_the_classes_registered():
     """In the console script the package defers its model classes; every command but help/version registers them
     first (here: `evaluate --help` registers AutoConfig's bridge_stg type before argparse exits)."""
     probe = _MODULES_AFTER_SCRIPT.replace(
-        '"transformers": "transformers" in sys.modules}',
+        '"transformers": "transformers" in sys.modules, "gradio": "gradio" in sys.modules}',
         '"registered": __import__("bridge_stg")._REGISTERED}')
     res = subprocess.run([sys.executable, "-c", probe, _console_script(), "evaluate", "--help"], capture_output=True,
                          text=True, timeout=300)
