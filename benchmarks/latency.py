@@ -15,6 +15,12 @@ each call is repeated (Bridge-STG and coupled calls alternating, so load changes
 reported; the number of new tokens of every timed generation is checked against the forced length. Last
 stdout line: one JSON object. Use ``--threads 1`` on a shared machine (2 threads oversubscribe the cores).
 
+Multi-query mode (``--queries 1,4,8``, on by default with F = 64; ``--quick``: 1,2 on 16 frames): N different
+queries on one video through the ``video-grounding`` pipeline (the video decoded once, the vision encoder run once
+and shared by every query), with ``batch_size`` 1 (one ``ground()`` per query) and ``batch_size`` N (one batched
+``ground()``); the number of vision-encoder calls and of tokens the LLM processed (the prefill and every decoding
+step) are counted with forward hooks, and the times are medians like above.
+
 ``--quick``: frames 16,32 only, 2 repeats (a smoke test, not a measurement).
 """
 
@@ -101,12 +107,70 @@ class GenerationCounter:
         model.mllm.generate = generate
 
 
+class CallCounter:
+    """Counts vision-encoder calls and the tokens of every LLM forward (prefill and decoding steps)."""
+
+    def __init__(self, model: BridgeSTGForVideoGrounding) -> None:
+        self.vision, self.llm_tokens = 0, []
+        self.handles = [
+            model.mllm.model.visual.register_forward_hook(lambda *a: setattr(self, "vision", self.vision + 1)),
+            model.mllm.model.language_model.register_forward_pre_hook(
+                lambda m, a, kw: self.llm_tokens.append(int(kw["inputs_embeds"].shape[0] * kw["inputs_embeds"].shape[1])),
+                with_kwargs=True),
+        ]
+
+    def reset(self) -> None:
+        self.vision, self.llm_tokens = 0, []
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def multi_query(frames: int, counts: list[int], repeats: int) -> dict[str, Any]:
+    """N queries on one video through the pipeline, batch_size 1 and N: times, vision calls, LLM tokens."""
+    from bridge_stg import VideoGroundingPipeline
+
+    bridge, _, proc_b, _ = build_pair(frames)
+    video = np.random.default_rng(frames).integers(0, 255, (frames, 112, 112, 3), dtype=np.uint8)
+    answer = proc_b.tokenizer(proc_b.format_answer(0.0, frames / 2.0), add_special_tokens=False)["input_ids"]
+    bridge.mllm.generation_config.min_new_tokens = len(answer)  # an untrained model: force a trained answer's length
+    bridge.config.max_new_tokens = len(answer)
+    queries = [f"the {c} square moves" for c in ("red", "green", "blue", "yellow", "cyan", "magenta", "white", "black")]
+    out: dict[str, Any] = {}
+    counter = CallCounter(bridge)
+    try:
+        for n in counts:
+            for batch in sorted({1, n}):
+                pipe = VideoGroundingPipeline(model=bridge, processor=proc_b, device="cpu", batch_size=batch)
+                fn = lambda: pipe(video, text=queries[:n], video_fps=2.0)  # noqa: E731
+                with torch.inference_mode():
+                    times = time_interleaved({"run": fn}, repeats)["run"]
+                    counter.reset()
+                    fn()
+                out[f"{n}_queries_batch_{batch}"] = {
+                    "queries": n, "batch_size": batch, "seconds": round(statistics.median(times), 4),
+                    "runs_s": [round(x, 4) for x in times], "vision_encoder_calls": counter.vision,
+                    "llm_forwards": len(counter.llm_tokens), "llm_tokens": sum(counter.llm_tokens),
+                }
+                print(f"F={frames}, {n} queries, batch_size {batch}: {statistics.median(times):.3f} s, vision encoder "
+                      f"calls {counter.vision}, LLM tokens {sum(counter.llm_tokens)}", flush=True)
+    finally:
+        counter.close()
+    one = out["1_queries_batch_1"]["seconds"]
+    for entry in out.values():
+        entry["cost_vs_one_query"] = round(entry["seconds"] / one, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--frames", default="16,32,64")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--queries", default="1,4,8", help="multi-query mode: query counts on one video ('' to skip)")
+    ap.add_argument("--queries-frames", type=int, default=64, help="multi-query mode: frames of the video")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",")]
@@ -143,8 +207,12 @@ def main() -> None:
         }
         print(f"F={F}: bridge {mb:.3f} s ({n_span} tokens) | coupled {mc:.3f} s ({n_coupled} tokens) | ratio {mc / mb:.1f}x",
               flush=True)
+    multi: dict[str, Any] = {}
+    if args.queries:
+        counts = [1, 2] if args.quick else [int(x) for x in args.queries.split(",")]
+        multi = multi_query(16 if args.quick else args.queries_frames, counts, repeats)
     print(json.dumps({
-        "benchmark": "latency", "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
+        "benchmark": "latency", "multi_query": multi, "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
         "load_avg": os.getloadavg(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "repeats": repeats, "quick": args.quick, "results": results,
     }))
