@@ -92,8 +92,7 @@ def serve(args: AppArguments) -> int:
     if page.is_demo:
         print(f"{PROG}: no --model given: using the demo checkpoint shipped with bridge-stg ({page.model_dir}). It is "
               "trained on synthetic shapes only and knows nothing about real videos.", file=sys.stderr)
-    print(f"{PROG}: serving on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
-    page.launch(host=args.host, port=args.port, block=True)
+    page.launch(host=args.host, port=args.port, block=True)  # Gradio prints the address; Ctrl-C stops it
     return 0
 
 

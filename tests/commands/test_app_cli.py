@@ -6,6 +6,7 @@ around the checkpoint."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def checkpoint(compact_tokenizer, tmp_path_factory):
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    """The one error line on stderr (transformers' progress bar while the weights load aside)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("Loading weights")]
     assert len(err) == 1, err
     assert "Traceback" not in err[0] and err[0].startswith("bridge-stg app: error: ")
     return err[0]
@@ -39,16 +41,21 @@ def test_without_the_app_extra_is_one_line_naming_it(monkeypatch, tmp_path, caps
     assert 'pip install "bridge-stg[app]"' in _one_error_line(capsys)
 
 
-@pytest.mark.parametrize("case", ["no_folder", "not_a_checkpoint", "bad_port"])
-def test_bad_model_or_port_is_one_line(case, tmp_path, capsys):
+@pytest.mark.parametrize("case", ["no_folder", "not_a_checkpoint", "bad_port", "port_in_use"])
+def test_bad_model_or_port_is_one_line(case, checkpoint, tmp_path, capsys):
     pytest.importorskip("gradio", reason='the [app] extra is not installed (pip install "bridge-stg[app]")')
     argv, expect = ["app", "--model", str(tmp_path / "nope")], "no such checkpoint folder"
     if case == "not_a_checkpoint":
         argv, expect = ["app", "--model", str(tmp_path)], "no config.json"
     elif case == "bad_port":
         argv, expect = ["app", "--port", "70000"], "--port must be in 1..65535"
-    assert cli.main(argv) == 2
-    assert expect in _one_error_line(capsys)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        if case == "port_in_use":
+            argv, expect = ["app", "--model", checkpoint, "--port", str(busy.getsockname()[1])], "port"
+        assert cli.main(argv) == 2
+    assert expect in _one_error_line(capsys).split("error: ", 1)[1]
 
 
 def _front_matter(text: str) -> dict:
