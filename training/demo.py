@@ -147,6 +147,12 @@ class DemoTrainingArguments:
     #: be solved frame by frame, where the box head leaves its plateau first), then on ``families``
     warmup_families: tuple[str, ...] = ("appearance",)
     family_warmup_steps: int = 0
+    #: multi-task training (docs/multitask.md §2): auxiliary tasks ("tvg", "rec") rendered in memory and added to every
+    #: step on top of the ``batch_size`` stvg clips, ``aux_batch_size`` items of each, one forward per task, their loss
+    #: weighted by ``aux_loss_weight`` (:class:`bridge_stg.training.multitask_demo.AuxTaskStream`); empty: STVG only
+    aux_tasks: tuple[str, ...] = ()
+    aux_batch_size: int = 4
+    aux_loss_weight: float = 1.0
     num_threads: int = 2
     command: str | None = None
     model: DemoModelArguments = field(default_factory=DemoModelArguments)
@@ -289,6 +295,11 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     if unknown or not families:
         raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
     val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips, families=families)
+    aux = None
+    if args.aux_tasks:  # multi-task: tvg / rec items on top of the stvg clips of every step
+        from .multitask_demo import AuxTaskStream
+
+        aux = AuxTaskStream(args, processor)
     budget_s = args.minutes * 60.0
     curve: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -333,6 +344,11 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         loss = outputs.loss
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}: {loss.item()}")
+        aux_parts: dict[str, float] = {}
+        if aux is not None:
+            stvg_loss = float(loss.detach())
+            loss, aux_parts = aux.add_losses(model, step, loss)
+            aux_parts["stvg"] = stvg_loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -344,6 +360,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
             v = getattr(outputs, name, None)
             if isinstance(v, torch.Tensor):
                 parts[name.replace("loss_", "")] = float(v.detach())
+        parts.update(aux_parts)
         for k, v in parts.items():
             ema[k] = v if k not in ema else 0.95 * ema[k] + 0.05 * v
         bar.update(1)
