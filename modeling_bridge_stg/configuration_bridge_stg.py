@@ -100,6 +100,10 @@ class BridgeSTGConfig(PreTrainedConfig):
             against the memory tokens whose cell overlaps the ground-truth box, 0.0).
         contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
         answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
+        answer_timestamps (`str`, defaults to `"exact"`): the seconds of the training answer: `"exact"` (the
+            ground-truth span's bounds) or `"sampled"` (the first sampled frame inside the span and the next sampled
+            frame after it: the bounds the sampled frames can show, so the answer is a function of the model's
+            input; docs/method.md §3.3).
         max_new_tokens (`int`, defaults to 24): generation budget of the span answer.
 
     Example:
@@ -163,6 +167,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     loss_reference_weight: float = 0.0
     contrastive_temperature: float = 0.07
     answer_decimals: int = 1
+    answer_timestamps: str = "exact"
     max_new_tokens: int = 24
     initializer_range: float = 0.02
 
@@ -242,6 +247,7 @@ class BridgeSTGConfig(PreTrainedConfig):
         if not self.contrastive_temperature > 0:
             raise ValueError(f"contrastive_temperature: must be > 0, got {self.contrastive_temperature}")
         _check_int(self.answer_decimals, "answer_decimals", minimum=0)
+        _check_choice(self.answer_timestamps, "answer_timestamps", ("exact", "sampled"))
         _check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
         if self.bridge_token_ids is not None:
             ids = list(self.bridge_token_ids)

@@ -58,6 +58,8 @@ class BridgeSTGProcessor(ProcessorMixin):
         span_source (`str`, defaults to `"text"`): `"text"` (training answer "From A s to B s." + labels)
             or `"frame"` (bridge tokens right after the prompt, no answer text).
         answer_decimals (`int`, defaults to 1): decimals of the timestamps and of the answer.
+        answer_timestamps (`str`, defaults to `"exact"`): `"exact"` or `"sampled"` seconds in the training answer
+            (``BridgeSTGConfig.answer_timestamps``).
         sample_fps (`float`, defaults to 2.0), max_frames (`int`, defaults to 64), min_frames (`int`,
             defaults to 4): frame sampling (docs/method.md §3.2).
         grounding_mode (`str`, defaults to `"decoupled"`): `"coupled"` builds the baseline's training answer
@@ -82,6 +84,7 @@ class BridgeSTGProcessor(ProcessorMixin):
         min_frames: int = DEFAULT_MIN_FRAMES,
         grounding_mode: str = "decoupled",
         query_position: str = "before_video",
+        answer_timestamps: str = "exact",
         **kwargs: Any,
     ) -> None:
         if video_processor is None:
@@ -99,12 +102,14 @@ class BridgeSTGProcessor(ProcessorMixin):
                                 and max_frames >= 2 and max_frames % 2 == 0), "an even integer >= min_frames >= 1"),
             ("grounding_mode", grounding_mode not in ("decoupled", "coupled"), "'decoupled' or 'coupled'"),
             ("query_position", query_position not in ("before_video", "after_video"), "'before_video' or 'after_video'"),
+            ("answer_timestamps", answer_timestamps not in ("exact", "sampled"), "'exact' or 'sampled'"),
         )
         for name, bad, what in checks:
             if bad:
                 raise ValueError(f"{name}: must be {what}, got {locals()[name]!r}")
         self.grounding_mode, self.span_source, self.query_position = grounding_mode, span_source, query_position
         self.num_bridge_queries, self.answer_decimals = int(num_bridge_queries), int(answer_decimals)
+        self.answer_timestamps = answer_timestamps
         self.sample_fps, self.max_frames, self.min_frames = float(sample_fps), int(max_frames), int(min_frames)
         # resolve and check the special tokens once
         self._special_ids = {}
@@ -156,6 +161,7 @@ class BridgeSTGProcessor(ProcessorMixin):
             sample_fps=float(config.sample_fps), max_frames=int(config.max_frames), min_frames=int(config.min_frames),
             grounding_mode=str(getattr(config, "grounding_mode", "decoupled")),
             query_position=str(getattr(config, "query_position", "before_video")),
+            answer_timestamps=str(getattr(config, "answer_timestamps", "exact")),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -195,6 +201,23 @@ class BridgeSTGProcessor(ProcessorMixin):
         """The answer text ``"From A s to B s."`` with ``answer_decimals`` decimals, e.g. ``"From 3.0s to 7.5s."``."""
         d = self.answer_decimals
         return f"From {float(start_s):.{d}f}s to {float(end_s):.{d}f}s."
+
+    def answer_seconds(self, tube: Sequence[int], seg_start: int, fps: float, frame_ids: Sequence[int],
+                       timestamps: Sequence[float]) -> tuple[float, float]:
+        """The training answer's seconds for the half-open ground-truth ``tube``: its exact bounds, or
+        (``answer_timestamps="sampled"``) the timestamp of the first sampled frame inside it and of the next sampled
+        frame after the last one inside it (one sampling interval later at the clip's end), which
+        `frames_in_span` maps back to exactly the sampled frames inside the tube. A tube between two sampled
+        frames has no such bounds and keeps its exact ones."""
+        exact = ((tube[0] - seg_start) / fps, (tube[1] - seg_start) / fps)
+        inside = [i for i, f in enumerate(frame_ids) if tube[0] <= f < tube[1]]
+        if self.answer_timestamps == "exact" or not inside:
+            return exact
+        first, last = inside[0], inside[-1]
+        later = [t for t in timestamps[last + 1:] if t > timestamps[last]]
+        steps = sorted(b - a for a, b in zip(timestamps, timestamps[1:]) if b > a)
+        step = steps[len(steps) // 2] if steps else 1.0 / self.sample_fps
+        return float(timestamps[first]), float(later[0] if later else timestamps[last] + step)
 
     def format_timestamp(self, seconds: float) -> str:
         """``<3.0s>``: the text before a temporal group."""
@@ -382,8 +405,7 @@ class BridgeSTGProcessor(ProcessorMixin):
                 label_len = len(answer_ids)
         elif training:
             if self.span_source == "text" and with_answer:
-                a = (tube[0] - seg_start) / meta.fps
-                b = (tube[1] - seg_start) / meta.fps
+                a, b = self.answer_seconds(tube, seg_start, meta.fps, ids, rel)
                 answer_ids = self.tokenizer(self.format_answer(a, b), add_special_tokens=False)["input_ids"]
                 answer_ids = answer_ids + [self.im_end_token_id]
                 label_len = len(answer_ids)

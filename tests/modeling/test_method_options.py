@@ -158,3 +158,27 @@ def test_decoder_without_the_bridge_ignores_the_query_after_the_video(compact_to
             b = model(**_train_batch(processor, "a red circle far away"), decoder_frame_mask=every)
         diffs[with_bridge] = float((a.pred_boxes - b.pred_boxes).abs().max())
     assert diffs[False] < 1e-5 and diffs[True] > 1e-3, diffs
+
+
+@pytest.mark.parametrize("mode, answer", [("exact", "From 1.2s to 3.0s."), ("sampled", "From 1.5s to 3.0s.")])
+def test_answer_timestamps(compact_tokenizer, mode, answer):
+    """A tube of frames [5, 12) at 4 fps sampled at 2 fps (frames 0, 2, 4, …): the exact answer states the tube's
+    bounds (1.25 s -> "1.2"), the sampled answer the first sampled frame inside it (frame 6, 1.5 s) and the next
+    sampled frame after it (frame 12, 3.0 s), which map back to exactly the sampled frames inside the tube."""
+    from bridge_stg.modeling_bridge_stg import frames_in_span
+
+    model, processor = _build(compact_tokenizer, span_source="text", answer_timestamps=mode)
+    assert processor.answer_timestamps == mode
+    frames, boxes = _clip()
+    batch = processor(videos=[frames], text=["the white square"], video_fps=[4.0], target_spans=[(5, 12)],
+                      target_boxes=[{f: boxes[f] for f in range(5, 12)}], training=True)
+    labels = batch["labels"][0]
+    text = processor.tokenizer.decode(labels[labels >= 0][:-1])
+    assert text == answer
+    times = batch["frame_timestamps"][0]
+    first, end = frames_in_span(times, *processor.parse_answer(text))
+    inside = (batch["frame_labels"][0] == 1).nonzero().flatten()
+    if mode == "sampled":
+        assert (first, end) == (int(inside[0]), int(inside[-1]) + 1)
+    with pytest.raises(ValueError, match="answer_timestamps"):
+        BridgeSTGConfig(answer_timestamps="rounded")
