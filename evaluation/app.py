@@ -29,6 +29,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ class GroundingPage:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.keep = max(int(keep), 1)
         self._counter = itertools.count(1)
+        self._lock = threading.Lock()  # one request at a time on the model (Gradio's queue does so too)
         self._examples: list[list[Any]] | None = None
 
     # ------------------------------------------------------------------------------------------------ answers
@@ -235,8 +237,9 @@ class GroundingPage:
         from bridge_stg.commands.common import one_line
 
         try:
-            return self.ground(video, text, sample_fps=sample_fps, max_frames=max_frames, threshold=threshold,
-                               progress=progress)
+            with self._lock:
+                return self.ground(video, text, sample_fps=sample_fps, max_frames=max_frames, threshold=threshold,
+                                   progress=progress)
         except (BridgeSTGError, OSError) as err:
             return PageAnswer(status=f"error: {one_line(err)}")
         except Exception as err:  # a bug: the page keeps serving, the log keeps the traceback
@@ -322,7 +325,6 @@ class GroundingPage:
             inputs = [video_in, text_in, fps_in, max_in, thr_in]
             outputs = [status, video_out, span, plot, json_out, summary]
             button.click(on_submit, inputs=inputs, outputs=outputs, concurrency_limit=1)
-            text_in.submit(on_submit, inputs=inputs, outputs=outputs, concurrency_limit=1)
         return page
 
     def launch(self, host: str = "127.0.0.1", port: int | None = 7860, block: bool = True, quiet: bool = False) -> Any:
