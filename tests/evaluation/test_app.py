@@ -152,8 +152,10 @@ def test_page_builds_and_states_the_demo_checkpoints_limits(checkpoint, tmp_path
     assert not other.is_demo and "synthetic" not in other.model_note()
 
 
+@pytest.mark.slow
 def test_gradio_is_imported_only_when_the_page_is_built():
-    """No module of the package imports Gradio when imported (the app's modules and the Space writer included)."""
+    """No module of the package imports Gradio when imported (the app's modules and the Space writer included). Slow:
+    it imports every module, the training ones too, in a fresh interpreter (10 s to 40 s on 2 loaded cores)."""
     script = (
         "import importlib, pkgutil, sys\n"
         "import bridge_stg\n"
