@@ -43,7 +43,7 @@ def test_ablation_quick_run(tmp_path: Path) -> None:
     c = runs["coupled"]["coupled"]
     # budget: at least a full answer (span + 16 box lines of ~25 tokens with the compact tokenizer)
     assert c["max_new_tokens"] > 16 * 16
-    assert 0 <= c["unparsable"] <= c["generations_with_malformed_lines"] <= 4
+    assert 0 <= c["unparsable"] <= c["generations_with_malformed_lines"] <= runs["coupled"]["num_test_clips"]
     assert "| coupled |" in out["tables"]["seed 0"] and "| no_eta |" in out["tables"]["seed 0"]
     assert (tmp_path / "coupled_seed0" / "ablation_result.json").is_file()
     assert json.loads((tmp_path / "coupled_seed0" / "config.json").read_text())["grounding_mode"] == "coupled"
