@@ -1,5 +1,9 @@
 """``bridge-stg synth --num-videos N --out DIR --seed S``: write the synthetic STVG benchmark.
 
+``--tasks stvg,tvg=50,rec=50`` writes a multi-task set instead (docs/multitask.md §1): STVG clips of every query family,
+temporal-grounding clips (span only) and referring-expression images (one box), each task ``--num_videos`` items
+unless a count is given (``task=N``); :func:`bridge_stg.processing.synthetic_tasks.write_synthetic_task_dataset`.
+
 The folder is built under a temporary name beside ``DIR`` and renamed at the end. A ``DIR`` written by an earlier
 ``bridge-stg synth`` is replaced (the command says so); any other non-empty folder is refused without
 ``--overwrite``. Exit codes: 0 success, 2 bad input (one line on stderr; ``--debug`` for the traceback).
@@ -18,6 +22,7 @@ from bridge_stg.errors_bridge_stg import BridgeSTGError
 
 from bridge_stg.commands.common import folder_holds_only, plan_output_folder, run_command, staged_folder
 from bridge_stg.processing.synthetic import SyntheticSpec, write_synthetic_dataset
+from bridge_stg.processing.synthetic_tasks import parse_task_counts, write_synthetic_task_dataset
 from bridge_stg.processing.writer import REPORT_NAME
 
 PROG = "bridge-stg synth"
@@ -38,15 +43,19 @@ class SynthArguments:
     train_fraction: float = field(default=0.8, metadata={"help": "fraction of clips in train"})
     validation_fraction: float = field(default=0.1, metadata={"help": "fraction of clips in validation (the rest is test)"})
     embed_videos: bool = field(default=False, metadata={"help": "also store the mp4 bytes in the video_bytes column"})
+    tasks: str | None = field(default=None, metadata={
+        "help": "a multi-task set: comma-separated tasks of stvg, tvg, rec, each with --num_videos items or task=N, "
+                "e.g. 'stvg,tvg=50,rec=50' (STVG clips of every query family, tvg clips with a span only, rec images "
+                "with one box; docs/multitask.md). Default: STVG appearance clips only"})
     overwrite: bool = field(default=False, metadata={
         "help": "replace --out when it is a non-empty folder that bridge-stg synth did not write"})
     no_progress: bool = field(default=False, metadata={"help": "hide the progress bar"})
 
 
 def written_by_synth(folder: Path) -> bool:
-    """A folder of an earlier ``bridge-stg synth``: only ``data/``, ``videos/``, ``README.md`` and a conversion report
-    whose every run is synthetic."""
-    if not folder_holds_only(folder, ("data", "videos", "README.md", REPORT_NAME), REPORT_NAME):
+    """A folder of an earlier ``bridge-stg synth``: only ``data/``, ``videos/``, ``images/`` (``--tasks`` with rec),
+    ``README.md`` and a conversion report whose every run is synthetic."""
+    if not folder_holds_only(folder, ("data", "videos", "images", "README.md", REPORT_NAME), REPORT_NAME):
         return False
     try:
         runs = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8"))["runs"]
@@ -64,10 +73,15 @@ def _run(argv: list[str]) -> int:
     spec.validate()  # bad options fail before anything is replaced
     if args.num_videos < 1:
         raise BridgeSTGError(f"--num_videos must be >= 1, got {args.num_videos}")
+    splits = (args.train_fraction, args.validation_fraction, max(0.0, test_fraction))
+    counts = None if args.tasks is None else parse_task_counts(args.tasks, args.num_videos)
     with staged_folder(plan, PROG) as tmp:
-        write_synthetic_dataset(tmp, args.num_videos, args.seed, spec=spec,
-                                splits=(args.train_fraction, args.validation_fraction, max(0.0, test_fraction)),
-                                embed_videos=args.embed_videos, progress=not args.no_progress)
+        if counts is not None:
+            write_synthetic_task_dataset(tmp, counts, args.seed, spec=spec, splits=splits, embed_videos=args.embed_videos,
+                                         progress=not args.no_progress)
+        else:
+            write_synthetic_dataset(tmp, args.num_videos, args.seed, spec=spec, splits=splits,
+                                    embed_videos=args.embed_videos, progress=not args.no_progress)
     print(f"wrote {args.out}")
     return 0
 

@@ -104,6 +104,13 @@ class DataArguments:
         "help": "metric protocol: tubedetr, sampled, dense or hcstvg (default: tubedetr when the rows allow it)"})
     eval_metrics: bool = field(default=True, metadata={
         "help": "evaluate by grounding + the metric (False: the teacher-forced losses only)"})
+    task_mix: str | None = field(default=None, metadata={
+        "help": "multi-task training (docs/multitask.md): rows of each task in every per-device batch, e.g. "
+                "'stvg=2,tvg=1,rec=1' (summing to per_device_train_batch_size; the first task's rows set the epoch). "
+                "One forward per task, losses logged per task (loss/<task>, <component>/<task>), tvg / rec rows of "
+                "the eval split scored per task"})
+    task_loss_weights: str | None = field(default=None, metadata={
+        "help": "with task_mix: the weight of each task's loss, e.g. 'tvg=0.5,rec=0.5' (default 1 each)"})
 
 
 @dataclass
@@ -179,6 +186,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     if training_args.eval_strategy != "no" and not data_args.eval_split:
         raise RecipeError(f"eval_strategy={training_args.eval_strategy}: needs --eval_split")
     _overrides(model_args)
+    from .multitask import check_task_options
+
+    check_task_options(data_args, training_args)
 
 
 def _zero_stage(training_args: Any) -> int | None:
@@ -354,7 +364,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
             stvg = eval_ds.filter(lambda r: r.get("task", "stvg") == "stvg")
             if len(stvg) != len(eval_ds):
                 logger.warning(f"{PROG}: evaluation scores the {len(stvg)} stvg rows of {len(eval_ds)} "
-                               f"({len(eval_ds) - len(stvg)} tvg/rec rows are not scored by the STVG metric)")
+                               f"({len(eval_ds) - len(stvg)} tvg/rec rows are not scored by the STVG metric"
+                               + ("; task_mix scores them per task)" if data_args.task_mix else ")"))
             eval_ds = stvg
             eval_collator = BridgeSTGDataCollator(processor, root, training=False, **sampling)
             compute_metrics = make_compute_metrics(processor, list(eval_ds), protocol=data_args.eval_protocol)
@@ -378,6 +389,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         summary["dry_run"] = True
         return summary
 
+    trainer_cls: Any = BridgeSTGTrainer
+    trainer_kwargs: dict[str, Any] = {}
+    if data_args.task_mix:  # multi-task: task blocks, one forward per task, per-task logs and evaluation
+        from .multitask import multitask_trainer_setup
+
+        collator, eval_collator, trainer_cls, trainer_kwargs = multitask_trainer_setup(
+            data_args, training_args, train_ds, collator, eval_collator, processor, load_split, root, sampling)
+        summary["task_mix"] = trainer_kwargs["task_mix"]
+
     if run_args.audit:
         audit_dir = Path(training_args.output_dir) / "audit"
         audit_dir.mkdir(parents=True, exist_ok=True)
@@ -385,10 +405,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any
         ids_file.write_text("")
         collator = AuditingCollator(collator, ids_file)
 
-    trainer = BridgeSTGTrainer(
+    trainer = trainer_cls(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         eval_data_collator=eval_collator, compute_metrics=compute_metrics, processor=processor,
-        mllm_lr=model_args.mllm_learning_rate, head_lr=model_args.head_learning_rate,
+        mllm_lr=model_args.mllm_learning_rate, head_lr=model_args.head_learning_rate, **trainer_kwargs,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_metrics("train", result.metrics)
