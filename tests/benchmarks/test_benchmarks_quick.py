@@ -1,4 +1,5 @@
-"""benchmarks/eta_tokens.py and benchmarks/train_throughput.py with --quick: they run and their JSON last line is sane."""
+"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py and transfer.py with --quick: they run and their
+JSON last line is sane."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_quick(script: str) -> tuple[dict[str, Any], str]:
+def run_quick(script: str, *extra: str) -> tuple[dict[str, Any], str]:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True, text=True, timeout=180, cwd=ROOT,
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *extra], capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -83,3 +85,24 @@ def test_bridge_diagnostics_quick() -> None:
     # the decoder reads its inputs: zeroing the frame states changes the boxes
     assert out["results"]["zero_frames"]["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
     assert "| none |" in text
+
+
+def test_transfer_quick(tmp_path) -> None:
+    """The four configurations train (2 steps each) and are scored on the three tasks; one JSON per run; --table."""
+    out, text = run_quick("transfer.py", "--out", str(tmp_path))
+    check_common(out, "transfer")
+    assert out["steps"] == 2 and out["seeds"] == [0] and out["clips_per_family"] == 1 and out["missing"] == []
+    assert out["configs"] == ["stvg", "stvg+tvg", "stvg+rec", "stvg+tvg+rec"]
+    runs = {r["config"]: r for r in out["runs"]}
+    assert set(runs) == set(out["configs"]) and not any("error" in r for r in runs.values())
+    for name, r in runs.items():
+        saved = json.loads((tmp_path / f"{name}_seed0.json").read_text())
+        assert saved["git"]["commit"] and saved["aux_tasks"] == r["aux_tasks"] == name.split("+")[1:]
+        assert saved["demo_args"]["aux_tasks"] == r["aux_tasks"] and saved["steps"] == 2
+        assert set(r["stvg"]["families"]) == set(out["families"]) and len(out["families"]) == 5
+        assert 0.0 <= r["stvg"]["all"]["m_vIoU"] <= 1.0 and 0.0 <= r["tvg"]["all"]["m_tIoU"] <= 1.0
+        assert 0.0 <= r["rec"]["all"]["accuracy@0.5"] <= 1.0 and r["rec"]["num_queries"] == 2 and r["tvg"]["num_queries"] == 4
+    for key in ("stvg_m_vIoU", "stvg_m_tIoU", "aux_tasks"):
+        assert "| stvg+tvg+rec |" in out["tables"][key]
+    again, _ = run_quick("transfer.py", "--out", str(tmp_path), "--table")  # tabulates, trains nothing
+    assert again["tables"] == out["tables"] and again["missing"] == []

@@ -1,0 +1,259 @@
+"""Cross-task transfer in miniature (issue 17): at an equal budget of STVG steps and clips, STVG alone vs STVG + TVG vs
+STVG + REC vs all three, scored on fresh STVG clips of every query family, and each auxiliary task's own score.
+
+    python benchmarks/transfer.py [--quick] [--configs stvg,stvg+tvg,stvg+rec,stvg+tvg+rec] [--seeds 0,1,2]
+                                  [--steps N] [--clips-per-family 50] [--threads 1] [--jobs 1] [--out DIR] [--table]
+
+Every run is :func:`bridge_stg.training.demo.train_demo` with the demo recipe's current defaults
+(``DemoTrainingArguments()``, ``DemoModelArguments()``: model sizes, batch, optimizer, schedule, curriculum) and
+three settings of this benchmark: ``max_steps=--steps`` (default: the recipe's ``DEMO_RECIPE_STEPS``) with no time
+cap, ``families`` = every query family (``--families``), and ``aux_tasks`` = the configuration's auxiliary tasks
+(docs/multitask.md §2: every step trains on the same ``batch_size`` STVG clips of the training stream as the STVG-only
+run, plus ``aux_batch_size`` tvg / rec items per auxiliary task in extra forwards). The STVG clips of a seed are the
+same in every configuration.
+
+Test: the first ``--clips-per-family`` x families clips of the demo's STVG test stream (seed 0, families round robin:
+the clips ``bridge-stg demo`` scores), and as many tvg / rec items per family of their own test streams
+(``training/multitask_demo.AUX_STREAMS``), the same for every run. Every configuration is scored on all three tasks:
+STVG per family (``score_clips``: m_tIoU, m_vIoU, vIoU@0.5, twin identity), tvg (m_tIoU, R@0.3/0.5/0.7) and rec
+(accuracy@0.5, m_IoU), so the table shows both the transfer to STVG and each auxiliary task's own score (and what
+the models that never trained on it make of it).
+
+``--out DIR`` keeps one result JSON per (configuration, seed), ``DIR/<config>_seed<seed>.json`` with the git commit,
+and the checkpoint beside it; a rerun reuses the finished results with the same steps, families and test clips
+(so interrupted runs resume), and ``--table`` only tabulates what is in ``DIR``. Tables: STVG m_tIoU and m_vIoU per
+family, mean ± population std over the seeds, and the auxiliary tasks' scores. The last stdout line is one JSON object.
+
+``--quick``: 2 steps, seed 0, 1 test clip per family (a smoke test of the script, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from _common import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+#: configuration -> auxiliary tasks added to the STVG clips of every step
+CONFIGS: dict[str, tuple[str, ...]] = {"stvg": (), "stvg+tvg": ("tvg",), "stvg+rec": ("rec",), "stvg+tvg+rec": ("tvg", "rec")}
+TEST_SEED = 0
+NUM_VAL_CLIPS = 4
+STVG_KEYS = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "identity_accuracy")
+TVG_KEYS = ("m_tIoU", "R@0.3", "R@0.5", "R@0.7")
+REC_KEYS = ("accuracy@0.5", "m_IoU")
+
+
+def git_commit() -> dict[str, Any]:
+    """The checkout's commit and whether it has uncommitted changes to tracked files."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def result_path(out_dir: str, config: str, seed: int) -> Path:
+    return Path(out_dir) / f"{config}_seed{seed}.json"
+
+
+def _round(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def run_one(config: str, seed: int, steps: int, clips_per_family: int, families: list[str], threads: int,
+            out_dir: str, command: str) -> dict[str, Any]:
+    """Train one configuration for one seed, score it on the three tasks' test items, write and return the result."""
+    import torch
+
+    from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
+    from bridge_stg.training.demo import TEST_STREAM, DemoTrainingArguments, render_clips, train_demo
+    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, evaluate_task_items, render_task_items
+    from bridge_stg.training.predict import predict_clips
+    from bridge_stg.training.demo import score_clips
+
+    torch.set_num_threads(threads)
+    run_dir = Path(out_dir) / f"{config}_seed{seed}"
+    args = DemoTrainingArguments(
+        output_dir=str(run_dir), seed=seed, minutes=1e9, max_steps=steps, eval_every_minutes=1e9,
+        num_eval_clips=NUM_VAL_CLIPS, num_threads=threads, families=tuple(families), aux_tasks=CONFIGS[config],
+        command=f"benchmarks/transfer.py config {config} seed {seed} steps {steps}",
+    )
+    t0 = time.perf_counter()
+    summary = train_demo(args, progress=False)
+    train_wall = time.perf_counter() - t0
+    model = BridgeSTGForVideoGrounding.from_pretrained(run_dir).eval()
+    processor = BridgeSTGProcessor.from_pretrained(run_dir)
+    e0 = time.perf_counter()
+    clips = render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
+    rows, _ = predict_clips(model, processor, clips, "test", progress=False)
+    stvg = score_clips(clips, rows, "test")
+    scores: dict[str, Any] = {"stvg": {"all": _round({k: stvg["all"].get(k) for k in STVG_KEYS[:4]}),
+                                       "families": {f: _round(r) for f, r in stvg["families"].items()}}}
+    for task in ("tvg", "rec"):
+        fams = aux_families(task, families)
+        items = render_task_items(task, AUX_STREAMS[task]["test"], TEST_SEED, 0, clips_per_family * len(fams), fams)
+        res = evaluate_task_items(model, processor, items, f"test_{task}")
+        keys = TVG_KEYS if task == "tvg" else REC_KEYS
+        scores[task] = {"all": _round({k: res[k] for k in keys}), "num_queries": res["num_queries"],
+                        "families": {f: _round({k: r[k] for k in keys}) for f, r in res["families"].items()}}
+    out = {
+        "benchmark": "transfer", "config": config, "aux_tasks": list(CONFIGS[config]), "seed": seed, "steps": summary["steps"],
+        "families": list(families), "clips_per_family": clips_per_family, "test_stream_seed": TEST_SEED,
+        "git": git_commit(), "command": command, "threads": threads, "train_minutes": summary["train_minutes"],
+        "train_wall_minutes": round(train_wall / 60.0, 2), "test_minutes": round((time.perf_counter() - e0) / 60.0, 2),
+        "demo_args": summary["args"], **scores,
+    }
+    result_path(out_dir, config, seed).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def _safe_run(*call: Any) -> dict[str, Any]:
+    try:
+        return run_one(*call)
+    except Exception as exc:  # one failed run must not lose the others
+        return {"config": call[0], "seed": call[1], "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+
+
+def _cell(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    return f"{mean:.3f} ± {statistics.pstdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def tables(results: list[dict[str, Any]], configs: list[str]) -> dict[str, str]:
+    """Markdown tables (mean ± population std over seeds): STVG m_tIoU and m_vIoU per family, the auxiliary tasks."""
+    ok = [r for r in results if "error" not in r]
+    families = list(dict.fromkeys(f for r in ok for f in r["families"]))
+    out: dict[str, str] = {}
+    for metric in ("m_vIoU", "m_tIoU"):
+        lines = [f"| config | {' | '.join(families)} | all | seeds |", "|---|" + "---|" * (len(families) + 2)]
+        for c in configs:
+            rs = [r for r in ok if r["config"] == c]
+            if rs:
+                cells = [_cell([r["stvg"]["families"].get(f, {}).get(metric) for r in rs]) for f in families]
+                lines.append(f"| {c} | " + " | ".join(cells) + f" | {_cell([r['stvg']['all'][metric] for r in rs])} | {len(rs)} |")
+        out[f"stvg_{metric}"] = "\n".join(lines)
+    lines = ["| config | trained on | tvg m_tIoU | tvg R@0.5 | tvg R@0.7 | rec accuracy@0.5 | rec m_IoU | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in configs:
+        rs = [r for r in ok if r["config"] == c]
+        if rs:
+            cells = [_cell([r["tvg"]["all"][k] for r in rs]) for k in ("m_tIoU", "R@0.5", "R@0.7")]
+            cells += [_cell([r["rec"]["all"][k] for r in rs]) for k in REC_KEYS]
+            lines.append(f"| {c} | {', '.join(['stvg', *CONFIGS[c]])} | " + " | ".join(cells) + f" | {len(rs)} |")
+    out["aux_tasks"] = "\n".join(lines)
+    return out
+
+
+def main() -> None:
+    from bridge_stg.training.demo import DEMO_FAMILIES, DEMO_RECIPE_STEPS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="2 steps, seed 0, 1 test clip per family (smoke test)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of %(default)s")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=DEMO_RECIPE_STEPS,
+                   help="optimizer steps per run (default: the demo recipe's %(default)s)")
+    p.add_argument("--families", default=",".join(DEMO_FAMILIES), help="STVG query families (default: all)")
+    p.add_argument("--clips-per-family", type=int, default=50,
+                   help="test clips (tvg / rec items) per family (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: %(default)s)")
+    p.add_argument("--out", default=None, help="result JSONs + checkpoints (default: a new temporary folder)")
+    p.add_argument("--table", action="store_true", help="train nothing: tabulate the results found in --out")
+    args = p.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    families = [f for f in args.families.split(",") if f]
+    unknown = [c for c in configs if c not in CONFIGS] + [f for f in families if f not in DEMO_FAMILIES]
+    if unknown:
+        p.error(f"unknown configs / families {unknown}; choose from {list(CONFIGS)} / {list(DEMO_FAMILIES)}")
+    steps, seeds, cpf = args.steps, [int(s) for s in args.seeds.split(",") if s], args.clips_per_family
+    if args.quick:
+        steps, seeds, cpf = 2, [0], 1
+    if steps < 1 or cpf < 1 or not seeds:
+        p.error("--steps and --clips-per-family must be >= 1, --seeds non-empty")
+    if args.table and not args.out:
+        p.error("--table needs --out")
+    out_dir = args.out or tempfile.mkdtemp(prefix="bridge_stg_transfer_")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    command = " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv])
+    results: list[dict[str, Any]] = []
+    pending = []
+    for s in seeds:
+        for c in configs:
+            f = result_path(out_dir, c, s)
+            if f.is_file():
+                res = json.loads(f.read_text())
+                if (res.get("steps"), res.get("clips_per_family"), res.get("families")) == (steps, cpf, families):
+                    results.append(res)
+                    print(f"reused {c} seed {s} from {f} (commit {(res.get('git') or {}).get('commit')})", flush=True)
+                    continue
+                print(f"{f}: other steps / test clips / families, not reused", flush=True)
+            if args.table:
+                print(f"missing {c} seed {s} (--table: not run)", flush=True)
+                continue
+            pending.append((c, s))
+    t0, load_start = time.perf_counter(), os.getloadavg()
+
+    def report(res: dict[str, Any]) -> None:
+        results.append(res)
+        if "error" in res:
+            print(f"{res['config']} seed {res['seed']}: FAILED {res['error']}\n{res['traceback']}", flush=True)
+            return
+        fam = "  ".join(f"{f} {r['m_vIoU']:.3f}" for f, r in res["stvg"]["families"].items())
+        print(f"{res['config']:13s} seed {res['seed']}: {res['steps']} steps ({res['train_minutes']:.1f} min)  "
+              f"stvg m_tIoU {res['stvg']['all']['m_tIoU']:.3f} m_vIoU {res['stvg']['all']['m_vIoU']:.3f} [{fam}]  "
+              f"tvg m_tIoU {res['tvg']['all']['m_tIoU']:.3f}  rec acc@0.5 {res['rec']['all']['accuracy@0.5']:.3f}  "
+              f"[{(time.perf_counter() - t0) / 60:.1f} min elapsed]", flush=True)
+
+    call = (steps, cpf, families, args.threads, out_dir, command)
+    if args.jobs <= 1:
+        for c, s in pending:
+            report(_safe_run(c, s, *call))
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_safe_run, c, s, *call) for c, s in pending]):
+                report(fut.result())
+    order = {(c, s): i for i, (s, c) in enumerate((s, c) for s in seeds for c in configs)}
+    results.sort(key=lambda r: order.get((r["config"], r["seed"]), 0))
+    tabs = tables(results, configs)
+    ok = [r for r in results if "error" not in r]
+    commits = sorted({str((r.get("git") or {}).get("commit")) + (" (dirty)" if (r.get("git") or {}).get("dirty") else "")
+                      for r in ok})
+    print(f"\n### STVG m_vIoU per family (mean ± population std over seeds {seeds}, {steps} steps, {cpf} test clips per "
+          f"family)\n\n{tabs['stvg_m_vIoU']}\n\n### STVG m_tIoU per family\n\n{tabs['stvg_m_tIoU']}\n\n"
+          f"### auxiliary tasks ({cpf} test items per family)\n\n{tabs['aux_tasks']}\n\ncommits: {', '.join(commits)}",
+          flush=True)
+    print(json.dumps({
+        "benchmark": "transfer", "machine": machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": command,
+        "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2), "quick": args.quick, "steps": steps, "seeds": seeds,
+        "configs": configs, "families": families, "clips_per_family": cpf, "threads": args.threads, "jobs": args.jobs,
+        "out": out_dir, "commits": commits, "git": git_commit(),
+        "missing": [f"{c} seed {s}" for s in seeds for c in configs
+                    if not any(r["config"] == c and r["seed"] == s and "error" not in r for r in results)],
+        "tables": tabs, "runs": [{k: v for k, v in r.items() if k != "demo_args"} for r in results],
+    }))
+
+
+if __name__ == "__main__":
+    main()
