@@ -13,6 +13,10 @@ Examples::
     bridge-stg synth --out synth_data --num_videos 64
     bridge-stg train recipes/synthetic_tiny_cpu.yaml --dataset synth_data --output_dir runs/tiny
 
+    # reinforcement fine-tuning (GRPO, trl.GRPOTrainer) of a text-mode checkpoint's span answer; its options:
+    bridge-stg train --method grpo --help
+    bridge-stg train recipes/grpo_synthetic_tiny_cpu.yaml --dataset synth_data --output_dir runs/grpo_tiny
+
 The model comes from exactly one of ``--model_name_or_path`` (a Bridge-STG checkpoint: continue training),
 ``--mllm`` (a Qwen2.5-VL / Qwen3-VL checkpoint, Hub id or folder: fresh bridge and decoder) or
 ``--tiny_backbone`` (a tiny randomly initialised backbone with the compact tokenizer, for CPU runs and
@@ -46,6 +50,7 @@ from bridge_stg.commands.common import plan_output_folder, run_command
 
 from bridge_stg.training.recipe import (
     LABEL_NAMES,
+    METHODS,
     PROG,
     DataArguments,
     ModelArguments,
@@ -58,24 +63,47 @@ from bridge_stg.training.recipe import (
 )
 
 # ------------------------------------------------------------------------------------------------ parsing
-def _parser() -> Any:
+def _parser(method: str = "supervised") -> Any:
+    """The options of ``method``: ``TrainingArguments`` (supervised) or, for ``grpo``, ``BridgeSTGGRPOConfig``
+    (``trl.GRPOConfig`` + the rewards; imported only then)."""
     from transformers import HfArgumentParser, TrainingArguments
 
-    return HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, RunArguments), prog=PROG,
-                            description="Fine-tune Bridge-STG with transformers.Trainer. Usage: "
-                                        f"{PROG} [RECIPE.yaml|RECIPE.json] [--option value ...]")
+    if method == "grpo":
+        check_train_dependencies(grpo=True)
+        from bridge_stg.training.grpo_recipe import BridgeSTGGRPOConfig
+
+        training, what = BridgeSTGGRPOConfig, "reinforcement fine-tuning (GRPO, trl.GRPOTrainer)"
+    else:
+        training, what = TrainingArguments, "transformers.Trainer"
+    return HfArgumentParser((ModelArguments, DataArguments, training, RunArguments), prog=PROG,
+                            description=f"Fine-tune Bridge-STG with {what}. Usage: "
+                                        f"{PROG} [RECIPE.yaml|RECIPE.json] [--method supervised|grpo] [--option value ...]")
+
+
+def _method(recipe: dict[str, Any], argv: Sequence[str]) -> str:
+    """``--method`` as the command line (last one) or else the recipe gives it; ``supervised`` by default."""
+    method = recipe.get("method", "supervised")
+    for i, arg in enumerate(argv):
+        if arg == "--method" and i + 1 < len(argv):
+            method = argv[i + 1]
+        elif arg.startswith("--method="):
+            method = arg.split("=", 1)[1]
+    if method not in METHODS:
+        raise RecipeError(f"method: must be one of {METHODS}, got {method!r}")
+    return str(method)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """``(model_args, data_args, training_args, run_args)`` from an optional recipe file (first argument ending in
     .yaml/.yml/.json) and command-line overrides (which win). Unknown recipe keys raise :class:`RecipeError`."""
     argv = list(argv)
-    parser = _parser()
     recipe: dict[str, Any] = {}
     recipe_path = None
     if argv and not argv[0].startswith("-") and Path(argv[0]).suffix.lower() in (".yaml", ".yml", ".json"):
         recipe_path = argv.pop(0)
         recipe = load_recipe(recipe_path)
+    method = _method(recipe, argv)
+    parser = _parser(method)
     known = {a.dest for a in parser._actions}
     unknown = sorted(k for k in recipe if k not in known)
     if unknown:
@@ -87,7 +115,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     if "remove_unused_columns" in explicit and training_args.remove_unused_columns:
         raise RecipeError("remove_unused_columns: must be false (the collator reads the dataset's columns)")
     training_args.remove_unused_columns = False
-    if training_args.label_names is None:
+    if training_args.label_names is None and method == "supervised":
         training_args.label_names = list(LABEL_NAMES)
     check_arguments(model_args, data_args, training_args, run_args)
     return model_args, data_args, training_args, run_args
@@ -126,7 +154,7 @@ def _run(argv: list[str]) -> int:
             raise
         raise RecipeError(str(err)) from err
     model_args, data_args, training_args, run_args = args
-    check_train_dependencies(lora=model_args.lora)
+    check_train_dependencies(lora=model_args.lora, grpo=run_args.method == "grpo")
     if not run_args.dry_run and training_args.process_index == 0:
         check_output_dir(*args)
     summary = run(*args)

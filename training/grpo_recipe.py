@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,9 @@ def check_grpo_arguments(model_args: ModelArguments, data_args: DataArguments, a
         raise RecipeError("mllm_learning_rate / head_learning_rate: --method grpo trains the MLLM only, at --learning_rate")
     if run_args.audit:
         raise RecipeError("audit: records the batches of the supervised collator; not available with --method grpo")
+    if getattr(data_args, "task_mix", None):
+        raise RecipeError("task_mix: multi-task batches are for the supervised losses; --method grpo samples the span "
+                          "answer of stvg / tvg rows (rec rows are left out)")
     if args.use_vllm or args.use_transformers_continuous_batching or args.cast_lm_head_to_fp32:
         raise RecipeError("use_vllm / use_transformers_continuous_batching / cast_lm_head_to_fp32: not supported by "
                           "--method grpo (generation runs through transformers' generate with the video inputs)")
@@ -118,8 +123,16 @@ def run_grpo(model_args: ModelArguments, data_args: DataArguments, args: BridgeS
         raise RecipeError(f"{data_args.dataset}: {err}") from err
     funcs = build_reward_funcs(args.rewards, model, processor, protocol=args.reward_protocol,
                                tube_batch_size=args.tube_reward_batch_size)
-    trainer = BridgeSTGGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train_ds, processor=processor,
-                                   video_root=root, peft_config=peft_config, **sampling)
+    output_dir = args.output_dir
+    if run_args.dry_run:  # the Trainer creates its output folder: a dry run leaves --output_dir alone
+        args.output_dir = tempfile.mkdtemp(prefix="bridge_stg_grpo_dry_run_")
+    try:
+        trainer = BridgeSTGGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train_ds,
+                                       processor=processor, video_root=root, peft_config=peft_config, **sampling)
+    finally:
+        if run_args.dry_run:
+            shutil.rmtree(args.output_dir, ignore_errors=True)
+            args.output_dir = output_dir
     total, trainable = _count(trainer.model)
     logger.warning(f"{PROG}: GRPO on the MLLM, {total / 1e6:.2f} M parameters in the policy, {trainable / 1e6:.2f} M "
                    f"trainable; rewards {args.rewards} weights {trainer.reward_weights.tolist()}")

@@ -31,13 +31,14 @@ class RecipeError(BridgeSTGError):
 
 
 #: what the ``[train]`` extra installs, by what needs it
-TRAIN_DEPENDENCIES = {"accelerate": "transformers.Trainer", "peft": "--lora"}
+TRAIN_DEPENDENCIES = {"accelerate": "transformers.Trainer", "peft": "--lora", "trl": "--method grpo"}
 
 
-def check_train_dependencies(lora: bool = False) -> None:
+def check_train_dependencies(lora: bool = False, grpo: bool = False) -> None:
     """Raise :class:`MissingDependencyError` naming the ``[train]`` extra when a package training needs is missing:
-    ``accelerate`` always (``transformers.Trainer`` and ``TrainingArguments`` need it), ``peft`` with ``lora``."""
-    needed = ["accelerate"] + (["peft"] if lora else [])
+    ``accelerate`` always (``transformers.Trainer`` and ``TrainingArguments`` need it), ``peft`` with ``lora``, ``trl``
+    with ``grpo``."""
+    needed = ["accelerate"] + (["peft"] if lora else []) + (["trl"] if grpo else [])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         why = ", ".join(f"{name} (for {TRAIN_DEPENDENCIES[name]})" for name in missing)
@@ -113,10 +114,17 @@ class DataArguments:
         "help": "with task_mix: the weight of each task's loss, e.g. 'tvg=0.5,rec=0.5' (default 1 each)"})
 
 
+#: what ``bridge-stg train`` trains with (``--method``)
+METHODS = ("supervised", "grpo")
+
+
 @dataclass
 class RunArguments:
-    """Checks of a run."""
+    """The training method and checks of a run."""
 
+    method: str = field(default="supervised", metadata={
+        "help": "supervised: the Bridge-STG losses with BridgeSTGTrainer; grpo: reinforcement fine-tuning of the MLLM's span "
+                "answer with TRL's GRPOTrainer (its options: bridge-stg train --method grpo --help)"})
     dry_run: bool = field(default=False, metadata={
         "help": "build model + data, run one forward pass on one batch, print a JSON summary, do not train"})
     audit: bool = field(default=False, metadata={
@@ -169,6 +177,8 @@ def _overrides(model_args: ModelArguments) -> dict[str, Any]:
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: Any, run_args: RunArguments) -> None:
     """Raise :class:`RecipeError` naming the option for any inconsistent combination of arguments."""
+    if run_args.method not in METHODS:
+        raise RecipeError(f"method: must be one of {METHODS}, got {run_args.method!r}")
     sources = [n for n in ("model_name_or_path", "mllm", "tiny_backbone") if getattr(model_args, n)]
     if len(sources) != 1:
         raise RecipeError(f"give exactly one of --model_name_or_path, --mllm, --tiny_backbone (got {sources or 'none'})")
@@ -186,6 +196,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
     if training_args.eval_strategy != "no" and not data_args.eval_split:
         raise RecipeError(f"eval_strategy={training_args.eval_strategy}: needs --eval_split")
     _overrides(model_args)
+    if run_args.method == "grpo":
+        from .grpo_recipe import check_grpo_arguments  # imports trl
+
+        check_grpo_arguments(model_args, data_args, training_args, run_args)
     from .multitask import check_task_options
 
     check_task_options(data_args, training_args)
@@ -324,7 +338,12 @@ def _count(model: Any) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------ run
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: Any, run_args: RunArguments) -> dict[str, Any]:
-    """Build, train (unless ``dry_run``), evaluate and save; return the run summary."""
+    """Build, train (unless ``dry_run``), evaluate and save; return the run summary. ``--method grpo`` runs
+    :func:`bridge_stg.training.grpo_recipe.run_grpo` (``training_args`` is then its ``BridgeSTGGRPOConfig``)."""
+    if run_args.method == "grpo":
+        from .grpo_recipe import run_grpo
+
+        return run_grpo(model_args, data_args, training_args, run_args)
     import torch
     from transformers import set_seed
     from transformers.utils import logging

@@ -101,7 +101,9 @@ def test_shipped_recipes_parse(name) -> None:
     text = (RECIPES / name).read_text()
     for word in ("frames", "resolution", "batch", "lr", "epochs" if "7b" in name else "steps"):
         assert word in text.split("\n\n")[0] or word in text, (name, word)  # each recipe states its settings
-    if "7b" in name:
+    if "7b" in name and recipe.get("method") == "grpo":  # GRPO continues the supervised recipe's checkpoint
+        assert m.model_name_or_path and recipe["bf16"] is True and t.activation_checkpointing and m.lora
+    elif "7b" in name:
         assert m.mllm == "Qwen/Qwen2.5-VL-7B-Instruct" and recipe["bf16"] is True and t.activation_checkpointing
         assert json.loads(m.config_overrides)["max_frames"] == 64
 
