@@ -10,8 +10,9 @@ every per-device batch holds; the counts sum to ``per_device_train_batch_size``.
   pass), or subsampled when it has more. The order depends on ``(seed, epoch)`` only.
 * :class:`MultiTaskCollator` collates each task's rows of a batch on their own (``{task: batch}``), and
   :class:`MultiTaskTrainer` runs one forward per task, in the mix's order, and trains on
-  ``sum(task_loss_weights[task] * loss_task)``. Each task's losses are therefore averaged over its own rows, and every
-  process runs the same forwards in the same order (as DDP / FSDP need).
+  ``sum(task_loss_weights[task] * loss_task)`` with one backward. Each task's losses are therefore averaged over its
+  own rows, and every process runs the same forwards in the same order (as DDP / FSDP need). Under DDP,
+  ``ddp_find_unused_parameters`` must be false (the default here): DDP would search only the last forward's graph.
 * the logs carry, besides ``loss`` and the components of the weighted sum (``loss_l1`` ...), each task's loss
   ``loss/<task>`` and the components that apply to it, ``<component>/<task>`` (:func:`task_components`: tvg has no
   decoder and box losses, rec no LM / relevance / contrastive / span losses; a component with weight 0, and
@@ -121,6 +122,10 @@ def check_task_options(data_args: Any, training_args: Any) -> None:
     if data_args.task_mix:
         mix = parse_task_mix(data_args.task_mix, training_args.per_device_train_batch_size)
         parse_task_loss_weights(data_args.task_loss_weights, mix)
+        if training_args.world_size > 1 and training_args.ddp_find_unused_parameters:
+            raise TaskMixError("task_mix with ddp_find_unused_parameters true: the tasks' forwards run before one backward, "
+                               "and DDP would search only the last forward's graph for unused parameters (a parameter "
+                               "another task uses would be reduced twice); set ddp_find_unused_parameters false")
 
 
 def task_components(config: Any, task: str, has_answer: bool) -> tuple[str, ...]:
@@ -317,6 +322,8 @@ def multitask_trainer_setup(data_args: Any, training_args: Any, train_ds: Any, c
 
     mix = parse_task_mix(data_args.task_mix, training_args.per_device_train_batch_size)
     weights = parse_task_loss_weights(data_args.task_loss_weights, mix)
+    if training_args.ddp_find_unused_parameters is None:  # Trainer's default would be True (check_task_options)
+        training_args.ddp_find_unused_parameters = False
     TaskBlockSampler(tasks_of(train_ds), mix, seed=training_args.seed)  # the split holds every task: fail now
     kwargs: dict[str, Any] = {"task_mix": mix, "task_loss_weights": weights}
     if data_args.eval_split and data_args.eval_metrics:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,9 +25,10 @@ from bridge_stg.processing.collator import BridgeSTGDataCollator
 from bridge_stg.processing.synthetic import SyntheticSpec
 from bridge_stg.processing.synthetic_tasks import write_synthetic_task_dataset
 from bridge_stg.training.multitask import (
-    TASK_COMPONENTS, MultiTaskTrainer, TaskBlockSampler, TaskMixError, evaluate_task_rows, parse_task_loss_weights,
-    parse_task_mix,
+    TASK_COMPONENTS, MultiTaskTrainer, TaskBlockSampler, TaskMixError, check_task_options, evaluate_task_rows,
+    parse_task_loss_weights, parse_task_mix,
 )
+from bridge_stg.training.recipe import state_digest
 from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 
 SPEC = SyntheticSpec(width=64, height=48, num_frames=48)
@@ -132,6 +137,11 @@ def test_task_options(tmp_path):
         train_cmd.parse_args([recipe, "--per_device_train_batch_size", "2"])
     with pytest.raises(TaskMixError, match="needs task_mix"):
         train_cmd.parse_args([recipe, "--task_mix", "", "--task_loss_weights", "rec=1"])
+    # several processes: DDP must not search one forward's graph for unused parameters
+    data = SimpleNamespace(task_mix="stvg=2,tvg=1,rec=1", task_loss_weights=None)
+    with pytest.raises(TaskMixError, match="ddp_find_unused_parameters false"):
+        check_task_options(data, SimpleNamespace(world_size=2, ddp_find_unused_parameters=True, per_device_train_batch_size=4))
+    check_task_options(data, SimpleNamespace(world_size=2, ddp_find_unused_parameters=False, per_device_train_batch_size=4))
 
 
 def test_task_metrics_exact():
@@ -175,3 +185,27 @@ def test_bridge_stg_train_with_task_mix(setup, tmp_path, capsys):
     for key in ("eval_m_vIoU", "eval_tvg/m_tIoU", "eval_tvg/R@0.5", "eval_rec/accuracy@0.5"):
         assert 0.0 <= ev[key] <= 1.0, key
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_with_task_mix(setup, tmp_path):
+    """2 CPU processes (DDP, gloo): every rank's batches hold the mix, the ranks see different rows and end with the
+    same weights, the published ones."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(Path(RECIPE).parent / "accelerate" / "cpu_ddp_2proc.yaml"), "-m", "bridge_stg.commands.train", RECIPE,
+           "--dataset", setup["root"], "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "no",
+           "--eval_split", "", "--disable_tqdm", "true", "--audit", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["world_size"] == 2
+    seen = []
+    for rank in (0, 1):
+        batches = [json.loads(line) for line in (out / "audit" / f"query_ids_rank{rank}.jsonl").read_text().splitlines()]
+        assert all([q.split("_")[0] for q in b] == ["stvg", "stvg", "tvg", "rec"] for b in batches)
+        seen.append({q for q in batches[0] if q.startswith("stvg")})
+    assert not seen[0] & seen[1]  # the first step's blocks of the two ranks are different blocks of the epoch
+    digests = {(out / "audit" / f"weights_rank{r}.sha256").read_text().strip() for r in (0, 1)}
+    assert len(digests) == 1
+    assert state_digest(BridgeSTGForVideoGrounding.from_pretrained(out)) == digests.pop()
