@@ -48,3 +48,28 @@ def test_scaling_table_quick(quick, capsys) -> None:
         assert a[f"{tuning}/ckpt"]["llm"] < 0.2 * a[f"{tuning}/no_ckpt"]["llm"]
         assert mem[f"8gpu/{tuning}/ckpt/ZeRO-2"]["total_gib"] < mem[f"8gpu/{tuning}/no_ckpt/ZeRO-2"]["total_gib"]
     assert result["recipe"]["8gpu/lora/ckpt/ZeRO-2"]["total_gib"] <= result["fit_budget_gib"]
+
+
+def test_query_cost_quick(capsys) -> None:
+    """benchmarks/query_cost.py: one pass halves a text-span query's encoder passes and LLM tokens; N queries on one
+    video share the encoder; the decoder's memory projections once per group cost less than once per frame."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("query_cost", ROOT / "benchmarks" / "query_cost.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        out = module.main(["--quick"])
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["benchmark"] == "query_cost"
+    (res,) = out["results"]
+    rows = list(res["rows"].values())
+    before, one, shared, frame_before, frame_one = rows
+    assert res["resized_hw"] == [336, 588] and res["video_tokens"] == 8064
+    assert before["vit_passes"] == 2 and one["vit_passes"] == 1 and shared["vit_passes"] == 1 / 8
+    assert before["llm_tokens"] == 2 * res["prompt_tokens"] + 2 * res["answer_tokens"] + res["K"]
+    assert one["llm_tokens"] == res["prompt_tokens"] + res["answer_tokens"] + res["K"]
+    assert before["total_tflops"] > 1.9 * one["total_tflops"] > one["total_tflops"] > shared["total_tflops"]
+    assert frame_one["decoder_gflops"] < frame_before["decoder_gflops"] and frame_one["llm_tokens"] == frame_before["llm_tokens"]
