@@ -283,8 +283,9 @@ class MultiTaskTrainer(BridgeSTGTrainer):
                  metric_key_prefix: str = "eval") -> dict[str, float]:
         metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         if self.task_eval_rows:
-            extra = evaluate_task_rows(self.model, self.task_eval_collator, self.task_eval_rows,
-                                       batch_size=self.args.per_device_eval_batch_size, prefix=metric_key_prefix)
+            with self.accelerator.autocast():  # as BridgeSTGTrainer.prediction_step: fp32 trainables beside 16-bit weights
+                extra = evaluate_task_rows(self.model, self.task_eval_collator, self.task_eval_rows,
+                                           batch_size=self.args.per_device_eval_batch_size, prefix=metric_key_prefix)
             self.log(extra)
             metrics.update(extra)
         return metrics
