@@ -324,6 +324,80 @@ def recipe_block(out, names, gpu_gib: float, budget: float) -> dict[str, Any]:
     return rows
 
 
+# ----------------------------------------------------------------------------- GRPO (reinforcement fine-tuning)
+#: the GRPO recipe (recipes/qwen2_5_vl_7b_vidstg_grpo_lora.yaml): completions per prompt, completions per forward /
+#: backward (per_device_train_batch_size), completions generated at once per GPU (x steps_per_generation), completion
+#: tokens, completions per forward of the tube reward
+GRPO = {"num_generations": 8, "micro_batch": 2, "generation_batch": 8, "completion_tokens": 32, "tube_batch": 4}
+GRPO_STRATEGIES = ("DDP", "ZeRO-2")  # --method grpo refuses FSDP and ZeRO-3
+
+
+def grpo_per_gpu(p, mllm_config, seq, strategy, tuning, n_gpus, grpo=GRPO) -> dict[str, float]:
+    """GiB per GPU of one GRPO step (gradient checkpointing on), by part.
+
+    * model states: the policy trains the LLM (full) or its LoRA adapters; the bridge and the decoder serve the tube
+      reward only and are frozen, as is the vision encoder;
+    * reference model: full fine-tuning keeps a frozen copy of the MLLM (fp32 under DDP's AMP model, bf16 under
+      DeepSpeed); with LoRA the reference is the same weights with the adapters disabled (nothing extra);
+    * training activations: ``micro_batch`` sequences of prompt + completion (each completion carries its clip);
+    * generation: the KV cache of ``generation_batch`` sequences, plus one layer's prefill working set (residual in /
+      out, MLP gate / up / activation) over their prompts, and the vision encoder once per distinct clip;
+    * tube reward (no gradient): ``tube_batch`` sequences with every layer's hidden states kept (the bridge reads the
+      last layers) plus one layer's working set.
+    The three phases follow one another: the peak is states + reference + the largest of them."""
+    tc = mllm_config.get_text_config()
+    h, ffn, L = tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers
+    h_kv = tc.num_key_value_heads * (h // tc.num_attention_heads)
+    st = STRATEGIES[strategy]
+    div = lambda sharded: n_gpus if sharded else 1  # noqa: E731
+    trainable = p["llm"] if tuning == "full" else p["lora_adapters"]
+    frozen = p["vision_encoder"] + p["stg_total"] + (p["llm"] if tuning == "lora" else 0)
+    states = (trainable * (st["w"] / div(st["shard_w"]) + st["g"] / div(st["shard_g"]) + st["opt"] / div(st["shard_opt"]))
+              + frozen * st["frozen"])
+    reference = p["mllm"] * (2 if strategy.startswith("ZeRO") else 4) if tuning == "full" else 0
+    src = seq["sources"][seq["main"]]
+    T, C = src["seq_len"], grpo["completion_tokens"]
+    long_seq = {**seq, "sources": {**seq["sources"], seq["main"]: {**src, "seq_len": T + C}}}
+    act = activations(p, mllm_config, long_seq, tuning, True, grpo["micro_batch"])
+    train = act["kept"] + act["backward_work"]
+    layer_work = (2 * 2 * h + 3 * 2 * ffn)  # bytes per token of one layer's prefill working set
+    kv = grpo["generation_batch"] * (T + C) * L * 2 * h_kv * 2
+    clips = max(1, grpo["generation_batch"] // grpo["num_generations"])
+    vit = clips * (act["vit_transient"] + act["inputs"]) / grpo["micro_batch"]
+    generation = kv + max(grpo["generation_batch"] * T * layer_work, vit)
+    tube = grpo["tube_batch"] * (T + C) * ((L + 1) * 2 * h + layer_work)
+    peak = states + reference + max(train, generation, tube)
+    return {"states_gib": states / GIB, "reference_gib": reference / GIB, "train_activations_gib": train / GIB,
+            "generation_gib": generation / GIB, "kv_cache_gib": kv / GIB, "tube_reward_gib": tube / GIB,
+            "total_gib": peak / GIB}
+
+
+def grpo_block(out, gpu_gib: float, budget: float) -> dict[str, Any]:
+    """GRPO per GPU for both backbones: LoRA and full, 1 and 8 GPUs, DDP and ZeRO-2."""
+    g = GRPO
+    out(f"### GRPO (bridge-stg train --method grpo): {g['num_generations']} completions per prompt, {g['micro_batch']} per "
+        f"forward / backward, {g['generation_batch']} generated at once, {g['completion_tokens']} completion tokens, "
+        f"tube reward {g['tube_batch']} at once, grad checkpointing\n")
+    out("| backbone | GPUs | tuning | strategy | model states | reference | train activations | generation (KV cache) "
+        "| tube reward | GiB per GPU | fits |")
+    out("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|")
+    rows: dict[str, Any] = {}
+    for name in QWEN25_VL_CONFIGS:
+        cfg = build_mllm_config(name)
+        p, seq = count_parameters(name), sequence(cfg)
+        for n in (1, 8):
+            for tuning in ("lora", "full"):
+                for strat in GRPO_STRATEGIES:
+                    m = grpo_per_gpu(p, cfg, seq, strat, tuning, n)
+                    rows[f"{name}/{n}gpu/{tuning}/{strat}"] = m
+                    out(f"| {name.split('-Instruct')[0]} | {n} | {tuning} | {strat} | {m['states_gib']:.1f} | "
+                        f"{m['reference_gib']:.1f} | {m['train_activations_gib']:.1f} | {m['generation_gib']:.1f} "
+                        f"({m['kv_cache_gib']:.1f}) | {m['tube_reward_gib']:.1f} | {m['total_gib']:.1f} | "
+                        f"{'yes' if m['total_gib'] <= budget else 'no'} (<= {budget:.0f} of {gpu_gib:.0f}) |")
+    out("")
+    return {"settings": dict(g), "strategies": list(GRPO_STRATEGIES), "memory": rows}
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -423,6 +497,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["models"][name] = entry
     if "Qwen2.5-VL-7B-Instruct" in result["models"]:
         result["recipe"] = recipe_block(out, names, args.gpu_gib, budget)
+    if not args.quick:
+        result["grpo"] = grpo_block(out, args.gpu_gib, budget)
     print("\n".join(lines))
     print(json.dumps(result, default=float))
     return result
