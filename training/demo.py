@@ -56,15 +56,23 @@ VALIDATION_STREAM = 2
 TEST_STREAM = 3
 
 #: optimizer steps of the shipped demo checkpoint's recipe (``bridge-stg demo --train`` default)
-DEMO_RECIPE_STEPS = 4551
+DEMO_RECIPE_STEPS = 3500
 #: wall-clock cap of that recipe in minutes (the shipped run needed 58 on a shared 2-core CPU)
-DEMO_RECIPE_MINUTES_CAP = 115.0
+DEMO_RECIPE_MINUTES_CAP = 118.0
 
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
 DEMO_SPEC = SyntheticSpec()
 #: the query families of the demo's benchmark (round robin by clip index; docs/benchmark.md)
 DEMO_FAMILIES: tuple[str, ...] = FAMILIES
 NUM_BRIDGE_QUERIES = 4
+#: the method options of the shipped recipe, chosen by measurement on the synthetic benchmark (docs/method.md §6):
+#: a normalised bridge projection and fan-in initialisation (the query reaches the decoder from step 0), the relevance
+#: bias at 0, the box head's reference-point scores supervised (BCE on the tokens whose cell overlaps the target) and
+#: the query after the video (every bit of query information reaches the decoder through the bridge)
+DEMO_METHOD_OPTIONS: dict[str, Any] = {
+    "bridge_query_norm": True, "decoder_init": "fan_in", "relevance_bias_init": 0.0,
+    "reference_supervision": "bce", "loss_reference_weight": 1.0, "query_position": "after_video",
+}
 
 
 def demo_checkpoint_path() -> str:
@@ -117,9 +125,9 @@ class DemoModelArguments:
     decoder_ffn_dim: int = 256
     max_frames: int = 16
     frame_side: int = 112
-    #: extra ``BridgeSTGConfig`` fields applied last (ablations: ``{"eta": False}``, ``{"grounding_mode": "coupled"}``);
-    #: empty for the shipped recipe
-    config_overrides: dict[str, Any] = field(default_factory=dict)
+    #: extra ``BridgeSTGConfig`` fields applied last; the default is the shipped recipe's choice of the method options
+    #: (:data:`DEMO_METHOD_OPTIONS`, docs/method.md §6); ablations add their switch on top (``{"eta": False}``)
+    config_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEMO_METHOD_OPTIONS))
 
 
 @dataclass
@@ -128,8 +136,10 @@ class DemoTrainingArguments:
 
     output_dir: str = "demo_checkpoint"
     seed: int = 0
-    minutes: float = 30.0
-    max_steps: int | None = None
+    minutes: float = DEMO_RECIPE_MINUTES_CAP
+    #: optimizer steps (the learning-rate schedule follows them); None: train for ``minutes``, the schedule following
+    #: the clock
+    max_steps: int | None = DEMO_RECIPE_STEPS
     batch_size: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -142,11 +152,17 @@ class DemoTrainingArguments:
     eval_every_steps: int | None = None
     num_eval_clips: int = 96
     #: query families of the training / validation clips, round robin by clip index (``synthetic_families.FAMILIES``)
-    families: tuple[str, ...] = ("appearance",)
+    families: tuple[str, ...] = DEMO_FAMILIES
     #: a curriculum: the first ``family_warmup_steps`` steps train on ``warmup_families`` only (the families that can
     #: be solved frame by frame, where the box head leaves its plateau first), then on ``families``
     warmup_families: tuple[str, ...] = ("appearance",)
-    family_warmup_steps: int = 0
+    family_warmup_steps: int = 1000
+    #: with ``family_warmup_steps``: each phase of the curriculum gets its own learning-rate schedule (warm-up, then
+    #: cosine over the phase's steps), so the second phase starts like a fine-tuning of the first phase's model rather
+    #: than in the middle of one long schedule; needs ``max_steps``
+    restart_schedule: bool = True
+    #: the peak learning rate of the second phase with ``restart_schedule`` (default: ``learning_rate``)
+    mix_learning_rate: float | None = None
     #: multi-task training (docs/multitask.md §2): auxiliary tasks ("tvg", "rec") rendered in memory and added to every
     #: step on top of the ``batch_size`` stvg clips, ``aux_batch_size`` items of each, one forward per task, their loss
     #: weighted by ``aux_loss_weight`` (:class:`bridge_stg.training.multitask_demo.AuxTaskStream`); empty: STVG only
@@ -274,6 +290,31 @@ def _lr_factor(step: int, progress: float, warmup: int, min_ratio: float) -> flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def demo_learning_rate(args: DemoTrainingArguments, step: int, clock_progress: float) -> float:
+    """The learning rate of optimizer step ``step`` (``clock_progress``: the share of the time budget spent).
+
+    One schedule (linear warm-up, cosine to ``min_lr_ratio``) over the run's progress, the larger of its share of
+    ``max_steps`` and of ``minutes``; with a curriculum and ``restart_schedule``, one such schedule per phase, each over
+    its own steps (the second phase peaking at ``mix_learning_rate``). A run shorter than the first phase is all first
+    phase, its schedule over the run's steps.
+
+    Raises:
+        ValueError: ``restart_schedule`` with a curriculum but no ``max_steps`` (the phases are counted in steps).
+    """
+    if args.restart_schedule and args.family_warmup_steps > 0:
+        if args.max_steps is None:
+            raise ValueError("restart_schedule: the curriculum's phases are counted in steps; set max_steps (or "
+                             "restart_schedule=False for a run that follows the clock)")
+        first = min(args.family_warmup_steps, args.max_steps)
+        if step >= first:
+            rest = step - first
+            return (args.mix_learning_rate or args.learning_rate) * _lr_factor(
+                rest, rest / max(args.max_steps - first, 1), args.warmup_steps, args.min_lr_ratio)
+        return args.learning_rate * _lr_factor(step, step / first, args.warmup_steps, args.min_lr_ratio)
+    progress = max(step / args.max_steps if args.max_steps else 0.0, clock_progress)
+    return args.learning_rate * _lr_factor(step, progress, args.warmup_steps, args.min_lr_ratio)
+
+
 def _headline(result: dict[str, Any]) -> dict[str, float]:
     a = result["all"]
     return {k: float(a[k]) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5") if a.get(k) is not None}
@@ -294,6 +335,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown or not families:
         raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
+    demo_learning_rate(args, 0, 0.0)  # a recipe the schedule cannot follow fails before any work
     val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips, families=families)
     aux = None
     if args.aux_tasks:  # multi-task: tvg / rec items on top of the stvg clips of every step
@@ -332,10 +374,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
             break
         if train_s >= budget_s:
             break
-        frac = max(step / args.max_steps if args.max_steps else 0.0, train_s / budget_s)
-        lr = args.learning_rate * _lr_factor(step, frac, args.warmup_steps, args.min_lr_ratio)
-        for g in optim.param_groups:
-            g["lr"] = lr
+        lr = demo_learning_rate(args, step, train_s / budget_s)
         stage = tuple(args.warmup_families) if step < args.family_warmup_steps else families
         clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=stage)
         batch = training_batch(processor, clips)
@@ -404,6 +443,11 @@ def demo_training_procedure(
                     " with the same seed, thread count, torch build and CPU kind it is deterministic)")
     else:
         schedule = f"the {a['minutes']:g}-minute time budget"
+    if a.get("family_warmup_steps"):
+        first = ", ".join(a.get("warmup_families") or ())
+        schedule += (f"; curriculum: the first {a['family_warmup_steps']} steps on {first} only, then every family"
+                     + (f", each phase with its own warm-up and cosine (second phase peak lr "
+                        f"{a.get('mix_learning_rate') or a['learning_rate']:g})" if a.get("restart_schedule") else ""))
     command = a.get("command") or (
         f"bridge-stg demo --train --minutes {a['minutes']:g} --seed {a['seed']}"
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"
@@ -472,7 +516,7 @@ def export_demo_checkpoint(
 
 
 __all__ = [
-    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_FAMILIES", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_FAMILIES", "DEMO_METHOD_OPTIONS", "demo_learning_rate", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
     "trivial_baseline_rows", "evaluate_clips", "train_demo", "demo_training_procedure", "write_demo_model_card",
 ]
