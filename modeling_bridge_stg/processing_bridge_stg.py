@@ -1,4 +1,5 @@
-"""Processor of Bridge-STG: video + query -> model tensors, and model outputs -> tubes.
+"""Processor of Bridge-STG: video + query -> model tensors (model outputs -> tubes: ``post_process_grounding``, from
+``postprocessing_bridge_stg.py``).
 
 Self-contained remote code: imports only torch, numpy, transformers, PyAV (through the reader) and sibling
 files, relatively, so a checkpoint carries it (``register_for_auto_class("AutoProcessor")``).
@@ -20,9 +21,10 @@ from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from .box_ops_bridge_stg import box_cxcywh_to_xyxy, box_table, boxes_on_frames, clip_boxes_xyxy, round_half_up
+from .box_ops_bridge_stg import box_table, boxes_on_frames
 from .configuration_bridge_stg import DEFAULT_MAX_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_SAMPLE_FPS
 from .errors_bridge_stg import AnnotationError, FrameSamplingError, InvalidQueryError, VideoDecodeError
+from .postprocessing_bridge_stg import BridgeSTGPostProcessingMixin
 from .video_io_bridge_stg import DecodedVideo, read_video
 from .video_processing_bridge_stg import BridgeSTGVideoProcessor
 
@@ -36,7 +38,7 @@ QUESTION = 'When does the query happen? Answer "From A s to B s".'
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
-class BridgeSTGProcessor(ProcessorMixin):
+class BridgeSTGProcessor(BridgeSTGPostProcessingMixin, ProcessorMixin):
     r"""
     Processor of [`BridgeSTGForVideoGrounding`]: a [`BridgeSTGVideoProcessor`] (torch-only resize /
     normalise / patchify) and a Qwen tokenizer that knows the bridge tokens ``<bridge_0>``…``<bridge_{K-1}>``.
@@ -524,122 +526,8 @@ class BridgeSTGProcessor(ProcessorMixin):
         out.video_metadata = [s["metadata"] for s in samples]
         return out
 
-    # ----------------------------------------------------------------------------- post-processing
-    def post_process_grounding(
-        self,
-        outputs: Any,
-        metadata: Any,
-        eval_frame_ids: Sequence[Sequence[int] | None] | Sequence[int] | None = None,
-        threshold: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """Map model outputs to tubes in the video's own frame ids and pixels (design.md §4, docs/method.md §3.11).
-
-        Args:
-            outputs: `BridgeSTGGroundingOutput` (or a mapping) with ``pred_span_seconds`` (B, 2) [A, B) seconds
-                from the segment start (or ``pred_span_frames`` (B, 2) half-open sampled-frame indices),
-                ``pred_boxes`` (B, F, 4) normalised cxcywh, ``presence_scores`` (B, F), optional
-                ``decoder_frame_mask`` (B, F) and ``span_source``.
-            metadata: the `BatchFeature` returned by ``__call__`` (its ``video_metadata``) or that list.
-            eval_frame_ids: frame ids to also get boxes on: one list per sample (or one list for a batch of
-                one). Ids inside the predicted span get a box, linearly interpolated between decoded frames
-                (nearest decoded box before the first / after the last).
-            threshold: if given, decoded frames whose presence score is below it are left out of ``frames``/``boxes``.
-
-        Returns:
-            One dict per sample: ``"span"`` ``[start_frame, end_frame)`` (half-open frame ids of the video),
-            ``"span_seconds"`` ``[start, end)`` (seconds from the video start), ``"frames"``, ``"boxes"``
-            (``[x1, y1, x2, y2]`` original pixels, clamped to the image), ``"scores"`` (presence scores),
-            ``"span_source"`` and, with ``eval_frame_ids``, ``"eval_frame_ids"``, ``"eval_boxes"``, ``"eval_scores"``.
-        """
-        metas = getattr(metadata, "video_metadata", metadata)
-        metas = [metas] if isinstance(metas, Mapping) else list(metas)
-        batch = len(metas)
-        get = (lambda k: outputs.get(k)) if isinstance(outputs, Mapping) else (lambda k: getattr(outputs, k, None))
-        fields = {k: _np(get(k)) for k in ("pred_span_seconds", "pred_span_frames", "pred_boxes", "presence_scores",
-                                          "decoder_frame_mask")}
-        sources = get("span_source")
-        if fields["pred_boxes"] is None or fields["pred_boxes"].shape[0] != batch:
-            got = None if fields["pred_boxes"] is None else fields["pred_boxes"].shape
-            raise ValueError(f"outputs.pred_boxes: expected {batch} samples, got {got}")
-        if fields["pred_span_seconds"] is None and fields["pred_span_frames"] is None:
-            raise ValueError("outputs: need pred_span_seconds or pred_span_frames")
-        eval_list = [None] * batch
-        if eval_frame_ids is not None:
-            eval_list = list(eval_frame_ids)
-            if eval_list and not isinstance(eval_list[0], (list, tuple, np.ndarray, type(None))):
-                eval_list = [eval_list]
-            if len(eval_list) != batch:
-                raise ValueError(f"eval_frame_ids: expected {batch} lists, got {len(eval_list)}")
-        results = []
-        for i, meta in enumerate(metas):
-            source = sources[i] if isinstance(sources, (list, tuple)) and i < len(sources) else None
-            results.append(self._post_process_one(fields, i, meta, eval_list[i], threshold, source))
-        return results
-
-    @staticmethod
-    def _span_frames(fields: dict[str, Any], i: int, meta: Mapping[str, Any]) -> tuple[int, int]:
-        """Sample ``i``'s span as half-open frame ids of the video, inside its segment."""
-        fps = float(meta["fps"])
-        seg_start, seg_end = (int(x) for x in meta["segment"])
-        ids = [int(f) for f in meta["frame_ids"]]
-        if fields["pred_span_seconds"] is not None:
-            a, b = (float(v) for v in fields["pred_span_seconds"][i])
-            start, end = seg_start + round_half_up(a * fps), seg_start + round_half_up(b * fps)
-        else:
-            first = int(min(max(fields["pred_span_frames"][i, 0], 0), len(ids) - 1))
-            last = int(min(max(fields["pred_span_frames"][i, 1] - 1, first), len(ids) - 1))
-            start, end = ids[first], ids[last] + 1
-        start = min(max(start, seg_start), seg_end - 1)
-        return start, min(max(end, start + 1), seg_end)
-
-    def _post_process_one(self, fields: dict[str, Any], i: int, meta: Mapping[str, Any], eval_ids: Any,
-                          threshold: float | None, source: str | None) -> dict[str, Any]:
-        ids = [int(f) for f in meta["frame_ids"]]
-        n = len(ids)
-        fps = float(meta["fps"])
-        start, end = self._span_frames(fields, i, meta)
-        width, height = float(meta["width"]), float(meta["height"])
-        boxes_px = _to_pixels(fields["pred_boxes"][i, :n].astype(np.float64), width, height)
-        scores = fields["presence_scores"][i, :n].astype(np.float64) if fields["presence_scores"] is not None else np.ones(n)
-        ran = fields["decoder_frame_mask"][i, :n].astype(bool) if fields["decoder_frame_mask"] is not None \
-            else np.ones(n, dtype=bool)
-        # unique decoded frames (an id repeated to complete a temporal group counts once)
-        seen: dict[int, int] = {}
-        for k in range(n):
-            if ran[k] and ids[k] not in seen:
-                seen[ids[k]] = k
-        in_span = [(f, k) for f, k in sorted(seen.items()) if start <= f < end]
-        kept = [(f, k) for f, k in in_span if threshold is None or scores[k] >= threshold]
-        res: dict[str, Any] = {
-            "span": [start, end], "span_seconds": [start / fps, end / fps],
-            "frames": [f for f, _ in kept], "boxes": [[float(v) for v in boxes_px[k]] for _, k in kept],
-            "scores": [float(scores[k]) for _, k in kept], "span_source": source,
-        }
-        if eval_ids is not None:
-            anchors = in_span if in_span else sorted(seen.items())
-            req = [int(f) for f in eval_ids if start <= int(f) < end]
-            res["eval_frame_ids"], res["eval_boxes"], res["eval_scores"] = [], [], []
-            if anchors:
-                af = np.array([f for f, _ in anchors], dtype=np.float64)
-                ab = np.stack([boxes_px[k] for _, k in anchors])
-                asc = np.array([scores[k] for _, k in anchors], dtype=np.float64)
-                rf = np.array(req, dtype=np.float64)
-                eb = np.stack([np.interp(rf, af, ab[:, c]) for c in range(4)], axis=-1) if req else np.zeros((0, 4))
-                res["eval_frame_ids"] = req
-                res["eval_boxes"] = [[float(v) for v in b] for b in clip_boxes_xyxy(eb, width, height)]
-                res["eval_scores"] = [float(v) for v in (np.interp(rf, af, asc) if req else np.zeros(0))]
-        return res
-
 
 # --------------------------------------------------------------------------------------------- helpers
-def _np(x: Any) -> np.ndarray | None:
-    if x is None:
-        return None
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -652,11 +540,6 @@ def _pad_frames(samples: list[dict[str, Any]], key: str, fill: Any, dtype: torch
     for i, s in enumerate(samples):
         out[i, :len(s[key])] = torch.tensor(s[key], dtype=dtype)
     return out
-
-
-def _to_pixels(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Normalised (cx, cy, w, h) (..., 4) -> absolute (x1, y1, x2, y2) clamped to the image."""
-    return clip_boxes_xyxy(box_cxcywh_to_xyxy(boxes) * np.array([width, height, width, height]), width, height)
 
 
 def _per_sample(value: Any, batch: int, name: str, scalar_types: tuple = (), pair: bool = False) -> list[Any]:
