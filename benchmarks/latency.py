@@ -127,11 +127,17 @@ class CallCounter:
             h.remove()
 
 
-def multi_query(frames: int, counts: list[int], repeats: int) -> dict[str, Any]:
-    """N queries on one video through the pipeline, batch_size 1 and N: times, vision calls, LLM tokens."""
+def multi_query(frames: int, counts: list[int], repeats: int, span_source: str = "text",
+                query_position: str = "before_video") -> dict[str, Any]:
+    """N queries on one video through the pipeline, batch_size 1 and N: times, vision calls, LLM tokens.
+
+    ``span_source`` / ``query_position``: the model's span mode and prompt layout (with ``"after_video"`` in frame mode
+    the queries of one batch share one prefill of the video prefix)."""
     from bridge_stg import VideoGroundingPipeline
 
     bridge, _, proc_b, _ = build_pair(frames)
+    bridge.config.span_source, bridge.config.query_position = span_source, query_position
+    proc_b = BridgeSTGProcessor.from_model_config(bridge.config, proc_b.tokenizer)
     video = np.random.default_rng(frames).integers(0, 255, (frames, 112, 112, 3), dtype=np.uint8)
     answer = proc_b.tokenizer(proc_b.format_answer(0.0, frames / 2.0), add_special_tokens=False)["input_ids"]
     bridge.mllm.generation_config.min_new_tokens = len(answer)  # an untrained model: force a trained answer's length
@@ -171,6 +177,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--queries", default="1,4,8", help="multi-query mode: query counts on one video ('' to skip)")
     ap.add_argument("--queries-frames", type=int, default=64, help="multi-query mode: frames of the video")
+    ap.add_argument("--multi-span-source", choices=("text", "frame"), default="text",
+                    help="multi-query mode: the span mode (default: %(default)s)")
+    ap.add_argument("--multi-query-position", choices=("before_video", "after_video"), default="before_video",
+                    help="multi-query mode: the prompt layout; after_video + frame shares the video's prefill "
+                         "(default: %(default)s)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",")]
@@ -210,7 +221,9 @@ def main() -> None:
     multi: dict[str, Any] = {}
     if args.queries:
         counts = [1, 2] if args.quick else [int(x) for x in args.queries.split(",")]
-        multi = multi_query(16 if args.quick else args.queries_frames, counts, repeats)
+        multi = multi_query(16 if args.quick else args.queries_frames, counts, repeats, args.multi_span_source,
+                            args.multi_query_position)
+        multi["layout"] = {"span_source": args.multi_span_source, "query_position": args.multi_query_position}
     print(json.dumps({
         "benchmark": "latency", "multi_query": multi, "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
         "load_avg": os.getloadavg(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -827,6 +827,93 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             last_hidden_state=out.last_hidden_state,
         )
 
+    def _shared_prefixes(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw,
+                         frame_mask) -> list[list[int]] | None:
+        """With the query after the video: the samples of the batch that share their video and every token up to the
+        last `<|vision_end|>` (several queries on one video), grouped in first-seen order; None when no two do."""
+        if self.config.query_position != "after_video" or input_ids.shape[0] < 2:
+            return None
+        owner = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)[3]
+        vision_end = self.config.mllm_config.vision_end_token_id
+        groups: dict[tuple, list[int]] = {}
+        for i in range(input_ids.shape[0]):
+            seq = input_ids[i][attention_mask[i].bool()].tolist()
+            end = len(seq) - seq[::-1].index(vision_end)
+            groups.setdefault((owner[i], tuple(seq[:end])), []).append(i)
+        return list(groups.values()) if any(len(g) > 1 for g in groups.values()) else None
+
+    def _encode_shared_prefix(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
+                              frame_mask, pixel_values_videos, video_features, groups) -> BridgeSTGEncoderOutput:
+        """Frame-mode encoder pass for queries after the video, the video prefix prefilled once per group of
+        `_shared_prefixes`: the prefix (system prompt, video, up to the last `<|vision_end|>`) runs once, its cache is
+        repeated for the group's queries, and each query's suffix (query, `<|im_end|>`..., the K bridge tokens) runs on
+        top of it. Positions are those of the full sequences, so the states equal `_encode`'s (up to float rounding).
+        """
+        cfg = self.config
+        device = input_ids.device
+        is_bridge, vision_end = self._check_layout(input_ids, frame_mask)
+        B, n = input_ids.shape[0], cfg.num_llm_layers
+        layers = range(n - cfg.bridge_num_layers + 1, n + 1)
+        pad = int(cfg.mllm_config.get_text_config().pad_token_id or 0)
+        positions = self.mllm.model.compute_3d_position_ids(
+            input_ids=input_ids, inputs_embeds=None, image_grid_thw=None, video_grid_thw=video_grid_thw, cache=None,
+            attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+        )  # (3, B, L)
+        self.mllm.model.rope_deltas = None
+        row_start = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)[1]
+        bridge: list[list[torch.Tensor]] = [[None] * B for _ in layers]
+        group_rows: list[list[torch.Tensor]] = [[None] * B for _ in layers]
+        video_rows: list[torch.Tensor | None] = [None] * B
+        for members in groups:
+            first = members[0]
+            keep = attention_mask[first].bool()
+            seq = input_ids[first][keep]
+            P = int(torch.nonzero(seq == cfg.mllm_config.vision_end_token_id)[-1]) + 1
+            rows = list(range(row_start[first], row_start[first + 1]))
+            prefix = self.mllm.model(
+                input_ids=None, inputs_embeds=self.mllm.get_input_embeddings()(seq[None, :P]),
+                position_ids=positions[:, first][:, keep][:, None, :P], attention_mask=torch.ones_like(seq[None, :P]),
+                mm_token_type_ids=mm_token_type_ids[first][keep][None, :P], video_grid_thw=video_grid_thw[rows],
+                mm_encoder_outputs={"video": select_video_rows(video_features, rows)}, output_hidden_states=True,
+                use_cache=True,
+            )
+            self.mllm.model.rope_deltas = None
+            cache = prefix.cache
+            cache.batch_repeat_interleave(len(members))
+            tails = [input_ids[i][attention_mask[i].bool()][P:] for i in members]
+            S = max(len(t) for t in tails)
+            suffix = torch.full((len(members), S), pad, dtype=torch.long, device=device)
+            suffix_mask = torch.zeros(len(members), S, dtype=attention_mask.dtype, device=device)
+            suffix_pos = torch.zeros(3, len(members), S, dtype=positions.dtype, device=device)
+            for j, i in enumerate(members):  # right-padded: a pad sits after every real token and is never attended to
+                t = len(tails[j])
+                suffix[j, :t], suffix_mask[j, :t] = tails[j], 1
+                pos_i = positions[:, i][:, attention_mask[i].bool()][:, P:]
+                suffix_pos[:, j, :t], suffix_pos[:, j, t:] = pos_i, pos_i[:, -1:]
+            embeds = self.stsb.embed_bridge_tokens(self.mllm.get_input_embeddings()(suffix), suffix, self._bridge_ids(device))
+            out = self.mllm.model(
+                input_ids=None, inputs_embeds=embeds, position_ids=suffix_pos, cache=cache,
+                attention_mask=torch.cat([torch.ones(len(members), P, dtype=suffix_mask.dtype, device=device), suffix_mask], 1),
+                mm_token_type_ids=torch.zeros_like(suffix), output_hidden_states=True, use_cache=True,
+            )
+            self.mllm.model.rope_deltas = None
+            ends = seq[:P] == cfg.mllm_config.vision_end_token_id
+            video = seq[:P] == cfg.mllm_config.video_token_id
+            on_bridge = torch.isin(suffix, self._bridge_ids(device))
+            for a, layer in enumerate(layers):
+                for j, i in enumerate(members):
+                    bridge[a][i] = out.hidden_states[layer][j][on_bridge[j]]
+                    group_rows[a][i] = prefix.hidden_states[layer][0][ends]
+            if cfg.visual_memory == "llm":
+                for i in members:
+                    video_rows[i] = prefix.hidden_states[-1][0][video]
+        return self._assemble(
+            bridge_states=[torch.stack(b) for b in bridge], group_rows=[torch.cat(g) for g in group_rows],
+            groups=vision_end.sum(1), video_rows=torch.cat(video_rows) if cfg.visual_memory == "llm" else None,
+            video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps, frame_mask=frame_mask,
+            pixel_values_videos=pixel_values_videos, video_features=video_features,
+        )
+
     def _assemble(self, bridge_states, group_rows, groups, video_rows, video_grid_thw, frame_timestamps, frame_mask,
                   pixel_values_videos, video_features, last_hidden_state=None) -> BridgeSTGEncoderOutput:
         """From the LLM states the bridge needs (the bridge tokens' and each `<|vision_end|>`'s, last L layers) to the
@@ -860,6 +947,34 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             frame_evidence=evidence,
         )
 
+    def _video_owners(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor,
+                      frame_mask: torch.Tensor | None) -> tuple[list[int], list[int], list[int], list[int]]:
+        """Which samples of a batch show the same video (equal grid rows and pixels): grid rows per sample, the first
+        grid row and first patch of every row, and per sample the index of its distinct video (first-seen order)."""
+        rows_per_sample = ([1] * int(video_grid_thw.shape[0]) if frame_mask is None
+                           else [int(n) for n in ((frame_mask.sum(1) + 1) // 2).tolist()])
+        patches = (video_grid_thw[:, 0] * video_grid_thw[:, 1] * video_grid_thw[:, 2]).tolist()
+        row_start = [0]
+        for n in rows_per_sample:
+            row_start.append(row_start[-1] + int(n))
+        pixel_start = [0]
+        for n in patches:
+            pixel_start.append(pixel_start[-1] + int(n))
+        firsts: list[int] = []
+        owner: list[int] = []
+        for i in range(len(rows_per_sample)):
+            lo, hi = row_start[i], row_start[i + 1]
+            for u, j in enumerate(firsts):
+                jl, jh = row_start[j], row_start[j + 1]
+                if torch.equal(video_grid_thw[lo:hi], video_grid_thw[jl:jh]) and torch.equal(
+                        pixel_values_videos[pixel_start[lo]:pixel_start[hi]], pixel_values_videos[pixel_start[jl]:pixel_start[jh]]):
+                    owner.append(u)
+                    break
+            else:
+                owner.append(len(firsts))
+                firsts.append(i)
+        return rows_per_sample, row_start, pixel_start, owner
+
     # ------------------------------------------------------------------ the vision encoder, once per video
     def encode_video(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor,
                      frame_mask: torch.Tensor | None = None) -> Any:
@@ -869,28 +984,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         output holds one entry per grid row of the batch, as the MLLM's forward expects (`mm_encoder_outputs`).
         `frame_mask` `(B, F)` gives each sample's number of temporal groups (without it every row is its own video).
         """
-        rows_per_sample = ([1] * int(video_grid_thw.shape[0]) if frame_mask is None
-                           else ((frame_mask.sum(1) + 1) // 2).tolist())
-        patches = (video_grid_thw[:, 0] * video_grid_thw[:, 1] * video_grid_thw[:, 2]).tolist()
-        row_start = [0]
-        for n in rows_per_sample:
-            row_start.append(row_start[-1] + int(n))
-        pixel_start = [0]
-        for n in patches:
-            pixel_start.append(pixel_start[-1] + int(n))
-        unique: list[int] = []  # index of the first sample of each distinct video
-        owner: list[int] = []  # sample -> position in `unique`
-        for i in range(len(rows_per_sample)):
-            lo, hi = row_start[i], row_start[i + 1]
-            for u, j in enumerate(unique):
-                jl, jh = row_start[j], row_start[j + 1]
-                if torch.equal(video_grid_thw[lo:hi], video_grid_thw[jl:jh]) and torch.equal(
-                        pixel_values_videos[pixel_start[lo]:pixel_start[hi]], pixel_values_videos[pixel_start[jl]:pixel_start[jh]]):
-                    owner.append(u)
-                    break
-            else:
-                owner.append(len(unique))
-                unique.append(i)
+        rows_per_sample, row_start, pixel_start, owner = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)
+        unique = [owner.index(u) for u in range(max(owner) + 1)]  # the first sample of each distinct video
         if len(unique) == len(rows_per_sample):
             return self.mllm.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
         rows = [r for i in unique for r in range(row_start[i], row_start[i + 1])]
@@ -1060,7 +1155,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
            `video_features` (its output for these inputs) is given; the features are reused below.
         2. Text mode: the MLLM generates the span answer (one prefill of the prompt); the frame states are read from
            that prefill, and `<|im_end|>` + the K bridge tokens continue the generation's cache (Q_b). Frame mode:
-           one forward over the prompt + the K bridge tokens gives Q_b and the frame states.
+           one forward over the prompt + the K bridge tokens gives Q_b and the frame states; with the query after the
+           video (`query_position="after_video"`), queries on one video share one prefill of the video prefix.
         4. The span: parsed from the answer (the relevance run when it does not parse), or read from the
            per-frame start / end logits (frame mode).
         5. ETA selects the sampled frames inside the span; QGSL decodes boxes only there.
@@ -1095,8 +1191,13 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             texts = ["" for _ in range(input_ids.shape[0])]
             ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids,
                                                           [[] for _ in range(input_ids.shape[0])])
-            enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
-                               pixel_values_videos=pixel_values_videos, video_features=video_features)
+            shared = self._shared_prefixes(ids, mask, pixel_values_videos, video_grid_thw, frame_mask)
+            if shared is not None:  # several queries after one video: its prefix is prefilled once
+                enc = self._encode_shared_prefix(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
+                                                 pixel_values_videos, video_features, shared)
+            else:
+                enc = self._encode(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
+                                   pixel_values_videos=pixel_values_videos, video_features=video_features)
         relevance = enc.relevance_logits.sigmoid().masked_fill(~frame_mask, 0.0)
         spans_s, spans_f, sources = self._predict_spans(enc, relevance, texts, frame_timestamps, frame_mask, source)
         idx = torch.arange(frame_mask.shape[1], device=frame_mask.device)

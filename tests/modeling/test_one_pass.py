@@ -189,3 +189,40 @@ def test_bf16_model_keeps_times_spans_and_box_losses_in_float32(compact_tokenize
     with torch.no_grad():
         grounded = model.ground(**g)
     assert grounded.pred_span_seconds.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
+    """With the query after the video, queries on one video prefill the video prefix once (its cache repeated for
+    each query) and give what one forward per query gives; a query on another video in the batch is unaffected."""
+    model, processor = _build(compact_tokenizer, backbone, span_source="frame", query_position="after_video")
+    video, other = _video(), _video(12, seed=1)
+    queries = ["the red square", "a blue circle on the left of the green one", "it", "the yellow triangle"]
+    batch = processor(videos=[video] * 4 + [other], text=queries + ["the red square"], video_fps=[4.0] * 5)
+    t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    counter = Counter(model)
+    try:
+        with torch.no_grad():
+            shared = model.ground(**t)
+    finally:
+        counter.close()
+    K = model.config.num_bridge_queries
+    mask = t["attention_mask"].bool()
+    lengths = mask.sum(1).tolist()
+    vision_end = model.config.mllm_config.vision_end_token_id
+    prefix = [int(torch.nonzero(t["input_ids"][i][mask[i]] == vision_end)[-1]) + 1 for i in range(5)]
+    # one prefill per distinct video prefix, then each group's suffixes (query + bridge tokens) in one batch
+    assert counter.vision == 1
+    assert counter.llm == [prefix[0], max(lengths[i] - prefix[i] for i in range(4)) + K, prefix[4], lengths[4] - prefix[4] + K]
+    original = model._shared_prefixes
+    model._shared_prefixes = lambda *a, **k: None  # one full forward per query
+    try:
+        with torch.no_grad():
+            full = model.ground(**t)
+    finally:
+        model._shared_prefixes = original
+    torch.testing.assert_close(shared.pred_span_seconds, full.pred_span_seconds)
+    assert torch.equal(shared.decoder_frame_mask, full.decoder_frame_mask)
+    torch.testing.assert_close(shared.pred_boxes, full.pred_boxes, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.presence_scores, full.presence_scores, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(shared.relevance_scores, full.relevance_scores, atol=1e-5, rtol=1e-4)
