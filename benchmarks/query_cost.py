@@ -41,6 +41,9 @@ import scaling_table  # noqa: E402
 
 MODEL = "Qwen2.5-VL-7B-Instruct"
 ANSWER_TOKENS = 14  # "From 12.5s to 27.0s." + <|im_end|> with the Qwen tokenizer (digits are single tokens)
+#: with the query after the video, what follows the last <|vision_end|>: the query (~20 tokens), the question (~15),
+#: the turn's end and the assistant header (~5) -- the parts of scaling_table.TEXT_TOKENS_FIXED that come after the video
+AFTER_VIDEO_SUFFIX_TOKENS = 40
 
 
 def llm_flops(params_per_layer: int, layers: int, hidden: int, start: int, count: int) -> float:
@@ -75,6 +78,7 @@ def query_costs(source: str, queries: int) -> dict[str, Any]:
     dec = eta_tokens.qwen7b_computed(fraction, frames=seq["frames"], height=s["source_hw"][0], width=s["source_hw"][1])
     vit = vit_flops(vision, p, seq["groups"], *s["resized_hw"])
     head = 2.0 * text["vocab_size"] * h * ANSWER_TOKENS
+    prefix = prompt - AFTER_VIDEO_SUFFIX_TOKENS  # the video prefix of the after-video layout (shared by its queries)
     lf = lambda start, count: llm_flops(p["llm_layer"], L, h, start, count)  # noqa: E731
     rows = {
         "text span, before (2 encoder passes, prompt re-encoded)": dict(
@@ -94,6 +98,9 @@ def query_costs(source: str, queries: int) -> dict[str, Any]:
             decoder_gflops=dec["eta_gflops_per_frame_memory"]),
         "frame span, one pass": dict(
             vit_passes=1.0, llm_tokens=prompt + K, llm_flops=lf(0, prompt + K), decoder_gflops=dec["eta_gflops"]),
+        f"frame span, query after the video, {queries} queries share its prefill (per query)": dict(
+            vit_passes=1.0 / queries, llm_tokens=round(prefix / queries) + AFTER_VIDEO_SUFFIX_TOKENS + K,
+            llm_flops=lf(0, prefix) / queries + lf(prefix, AFTER_VIDEO_SUFFIX_TOKENS + K), decoder_gflops=dec["eta_gflops"]),
     }
     for r in rows.values():
         r["vit_patches"] = int(r["vit_passes"] * s["vit_patches"])
