@@ -172,7 +172,8 @@ def multi_query(frames: int, counts: list[int], repeats: int, span_source: str =
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--frames", default="16,32,64")
+    ap.add_argument("--frames", default="16,32,64", help="tube latency vs the coupled baseline at these frame counts "
+                    "('' to skip: multi-query mode only)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--queries", default="1,4,8", help="multi-query mode: query counts on one video ('' to skip)")
@@ -184,7 +185,7 @@ def main() -> None:
                          "(default: %(default)s)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",")]
+    frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",") if x.strip()]
     repeats = 2 if args.quick else args.repeats
     results: dict[str, Any] = {}
     for F in frames_list:

@@ -325,9 +325,11 @@ class BridgeSTGProcessor(BridgeSTGPostProcessingMixin, ProcessorMixin):
             raise ValueError(f"padding_side: must be 'left' or 'right', got {padding_side!r}")
         limit = int(max_length) if max_length is not None else int(getattr(self.tokenizer, "model_max_length", 1 << 30))
         samples = []
+        pixels: dict[int, tuple] = {}  # one decoded video given for several queries: its pixels are computed once
         for i, (video, query, fps, segment, span, boxes, ids, answer) in enumerate(zip(*args)):
             decoded = self._decode(video, fps, segment, ids)
-            samples.append(self._encode_sample(i, query, decoded, span, boxes, training, limit, with_answer=answer))
+            samples.append(self._encode_sample(i, query, decoded, span, boxes, training, limit, with_answer=answer,
+                                               pixels=pixels))
         return self._collate(samples, padding_side, training, target_spans is not None, return_tensors, task_ids)
 
     def _per_sample_arguments(self, videos, text, video_fps, segments, target_spans, target_boxes, frame_ids,
@@ -379,7 +381,7 @@ class BridgeSTGProcessor(BridgeSTGPostProcessingMixin, ProcessorMixin):
 
     def _encode_sample(
         self, index: int, query: str, video: DecodedVideo, span: Any, boxes: Any, training: bool, limit: int,
-        with_answer: bool = True,
+        with_answer: bool = True, pixels: dict[int, tuple] | None = None,
     ) -> dict[str, Any]:
         meta = video.metadata
         ids = list(video.frame_ids)
@@ -388,7 +390,12 @@ class BridgeSTGProcessor(BridgeSTGPostProcessingMixin, ProcessorMixin):
         if len(ids) % 2:  # the video processor repeats the last frame; keep ids aligned with it
             ids.append(ids[-1])
             rel.append(rel[-1])
-        pixel_values, grid = self.video_processor.preprocess_one(frames)
+        if pixels is not None and id(video) in pixels:  # the entry keeps the object alive, so its id stays its own
+            pixel_values, grid = pixels[id(video)][1:]
+        else:
+            pixel_values, grid = self.video_processor.preprocess_one(frames)
+            if pixels is not None:
+                pixels[id(video)] = (video, pixel_values, grid)
         groups = grid.shape[0]
         if groups * 2 != len(ids):
             raise VideoDecodeError(f"{meta.name}: {len(ids)} frames gave {groups} temporal groups")

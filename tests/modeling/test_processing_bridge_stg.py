@@ -328,3 +328,25 @@ def test_save_load_remote_code(tmp_path, compact_tokenizer, clip):
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "REMOTE_OK transformers_modules" in res.stdout
+
+
+def test_one_video_for_several_queries_is_preprocessed_once(processor, clip):
+    """The pipeline hands one decoded video for all its queries: its pixels are computed once per call, and the
+    batch equals the samples processed one by one."""
+    decoded = read_video(clip, sample_fps=processor.sample_fps, max_frames=processor.max_frames)
+    calls = []
+    original = processor.video_processor.preprocess_one
+    processor.video_processor.preprocess_one = lambda frames: calls.append(1) or original(frames)
+    try:
+        batch = processor(videos=[decoded] * 3, text=["the red square", "a dog", "the ball on the left"])
+    finally:
+        processor.video_processor.preprocess_one = original
+    assert len(calls) == 1
+    one = processor(videos=[decoded], text=["a dog"])
+    n = one["pixel_values_videos"].shape[0]
+    assert torch.equal(batch["pixel_values_videos"][n:2 * n], one["pixel_values_videos"])
+    assert torch.equal(batch["video_grid_thw"], one["video_grid_thw"].repeat(3, 1))
+    # two different decoded videos are each processed
+    other = read_video(clip, sample_fps=processor.sample_fps, max_frames=processor.max_frames)
+    two = processor(videos=[decoded, other], text=["a dog", "a dog"])
+    assert torch.equal(two["pixel_values_videos"][:n], two["pixel_values_videos"][n:])
