@@ -26,7 +26,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 from transformers.utils import logging
@@ -34,11 +34,23 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 def _summary_table(model_res: dict[str, Any], base_res: dict[str, Any]) -> str:
+    """Overall scores of the checkpoint and the trivial baseline, then per query family (docs/benchmark.md): m_tIoU and
+    m_vIoU of both, and the twin families' identity accuracy."""
     keys = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "m_sIoU")
     lines = [f"{'':24s}" + "".join(f"{k:>10s}" for k in keys)]
     for name, res in (("demo checkpoint", model_res), ("trivial baseline", base_res)):
         a = res["all"]
         lines.append(f"{name:24s}" + "".join(f"{a[k]:10.3f}" if a.get(k) is not None else f"{'-':>10s}" for k in keys))
+    families = model_res.get("families") or {}
+    if families:
+        lines += ["", f"{'per family (clips)':24s}{'m_tIoU':>10s}{'baseline':>10s}{'m_vIoU':>10s}{'baseline':>10s}"
+                  f"{'identity':>10s}"]
+        for family, r in families.items():
+            b = (base_res.get("families") or {}).get(family, {})
+            ident = r.get("identity_accuracy")
+            lines.append(f"{family + ' (' + str(r['num_queries']) + ')':24s}{r['m_tIoU']:10.3f}{b.get('m_tIoU', float('nan')):10.3f}"
+                         f"{r['m_vIoU']:10.3f}{b.get('m_vIoU', float('nan')):10.3f}"
+                         + (f"{ident:10.3f}" if ident is not None else f"{'-':>10s}"))
     return "\n".join(lines)
 
 
@@ -57,9 +69,12 @@ def written_by_demo(folder: Path) -> bool:
 
 def run_demo(
     out_dir: str | os.PathLike[str], num_clips: int = 200, seed: int = 0, checkpoint: str | os.PathLike[str] | None = None,
-    num_threads: int = 2, progress: bool = True, overwrite: bool = False,
+    num_threads: int = 2, progress: bool = True, overwrite: bool = False, families: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Ground and score fresh synthetic test clips with the demo checkpoint; write the demo folder; return a summary.
+
+    The clips are of the query ``families`` (default: every family of the benchmark, round robin by clip index,
+    docs/benchmark.md); the scores are reported overall and per family.
 
     The folder is built under a temporary name beside ``out_dir`` and renamed at the end. An ``out_dir`` written by an
     earlier demo is replaced (with a warning naming what it held); any other non-empty folder raises
@@ -73,16 +88,21 @@ def run_demo(
     from bridge_stg import BridgeSTGProcessor
     from bridge_stg.commands.common import plan_output_folder, staged_folder
     from bridge_stg.errors_bridge_stg import BridgeSTGError
-    from bridge_stg.evaluation import compute_stvg_metrics
     from bridge_stg.evaluation.visualize import write_annotated_video
     from bridge_stg.training.predict import predict_clips
     from bridge_stg.training.demo import (
-        TEST_STREAM, demo_checkpoint_path, export_demo_checkpoint, reference_rows, render_clips, trivial_baseline_rows,
+        DEMO_FAMILIES, TEST_STREAM, demo_checkpoint_path, export_demo_checkpoint, reference_rows, render_clips, score_clips,
+        trivial_baseline_rows,
     )
+    from bridge_stg.processing.synthetic_families import FAMILIES
     from bridge_stg.processing.synthetic import write_mp4
 
     if num_clips < 1:
         raise BridgeSTGError(f"--num-clips must be >= 1, got {num_clips}")
+    families = tuple(families or DEMO_FAMILIES)
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise BridgeSTGError(f"--families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
     ckpt = Path(checkpoint) if checkpoint is not None else Path(demo_checkpoint_path())
     plan = plan_output_folder(out_dir, overwrite, "--out", "bridge-stg demo", written_by_demo, inputs=[ckpt])
     torch.set_num_threads(num_threads)
@@ -92,12 +112,12 @@ def run_demo(
     processor = BridgeSTGProcessor.from_pretrained(ckpt)
     model.eval()
 
-    clips = [c for c in tqdm((render_clips(TEST_STREAM, seed, i, 1)[0] for i in range(num_clips)), total=num_clips,
-                             desc="rendering test clips", disable=not progress)]
+    clips = [c for c in tqdm((render_clips(TEST_STREAM, seed, i, 1, families=families)[0] for i in range(num_clips)),
+                             total=num_clips, desc="rendering test clips", disable=not progress)]
     refs = reference_rows(clips, "test")
     preds, _ = predict_clips(model, processor, clips, "test", progress=progress, desc="grounding test clips")
-    result = compute_stvg_metrics(refs, preds, protocol="tubedetr")
-    baseline = compute_stvg_metrics(refs, trivial_baseline_rows(clips, "test"), protocol="tubedetr")
+    result = score_clips(clips, preds, "test")  # the exact metric, overall and per family
+    baseline = score_clips(clips, trivial_baseline_rows(clips, "test"), "test")
     result["dataset"] = baseline["dataset"] = f"synthetic test stream (seed {seed}, {num_clips} clips)"
     with staged_folder(plan, "bridge-stg demo") as tmp:
         (tmp / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -151,6 +171,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--num-clips", type=int, default=200, help="fresh test clips to score (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="demo: seed of the test stream; --train: training seed (default: %(default)s)")
+    parser.add_argument("--families", default=None,
+                        help="demo: comma-separated query families of the test clips (default: all, round robin; "
+                             "docs/benchmark.md)")
     parser.add_argument("--checkpoint", default=None, help="demo: checkpoint folder (default: the shipped one)")
     parser.add_argument("--overwrite", action="store_true",
                         help="demo: replace --out when it is a non-empty folder that bridge-stg demo did not write "
@@ -185,6 +208,7 @@ def main(argv: list[str]) -> int:
         summary = train_demo(targs, progress=progress)
         print(json.dumps({k: summary[k] for k in ("seed", "steps", "train_minutes", "wall_minutes", "validation")}))
         return 0
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     run_demo(args.out, num_clips=args.num_clips, seed=args.seed, checkpoint=args.checkpoint, num_threads=args.threads,
-             progress=progress, overwrite=args.overwrite)
+             progress=progress, overwrite=args.overwrite, families=families)
     return 0

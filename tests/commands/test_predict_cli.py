@@ -194,12 +194,12 @@ def test_predict_reproduces_the_demo_from_files(tmp_path, capsys):
     predictions and metrics exactly, with the same checkpoint."""
     from bridge_stg.processing.report import ConversionReport
     from bridge_stg.processing.writer import write_dataset
-    from bridge_stg.training.demo import TEST_STREAM, reference_rows, render_clips
+    from bridge_stg.training.demo import DEMO_FAMILIES, TEST_STREAM, reference_rows, render_clips
 
     n = 4
     demo_out = tmp_path / "demo_out"
     assert cli(["demo", "--out", str(demo_out), "--num-clips", str(n), "--threads", "1", "--no-progress"]) == 0
-    clips = [render_clips(TEST_STREAM, 0, i, 1)[0] for i in range(n)]  # the clips run_demo renders (seed 0)
+    clips = render_clips(TEST_STREAM, 0, 0, n, families=DEMO_FAMILIES)  # the clips run_demo renders (seed 0)
     refs = reference_rows(clips, "test")
     assert _read_jsonl(demo_out / "references.jsonl") == refs
     data = tmp_path / "demo_clips"

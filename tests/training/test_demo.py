@@ -12,7 +12,7 @@ import pytest
 from bridge_stg.commands.cli import main as cli_main
 from helpers_grounding import pipeline_without_the_package
 from bridge_stg.training.demo import (
-    TEST_STREAM, TRAIN_STREAM, VALIDATION_STREAM, clip_rng, demo_checkpoint_path, render_clips, trivial_baseline_rows,
+    DEMO_FAMILIES, TEST_STREAM, TRAIN_STREAM, VALIDATION_STREAM, clip_rng, demo_checkpoint_path, render_clips, trivial_baseline_rows,
 )
 
 DEMO_CHECKPOINT = Path(demo_checkpoint_path())
@@ -73,12 +73,18 @@ def test_demo_on_shipped_checkpoint(tmp_path: Path) -> None:
     card = (DEMO_CHECKPOINT / "README.md").read_text()
     assert "synthetic" in card and "bridge-stg demo --train" in card
     out = tmp_path / "demo"
-    rc = cli_main(["demo", "--out", str(out), "--num-clips", "8", "--threads", "1", "--no-progress"])
+    rc = cli_main(["demo", "--out", str(out), "--num-clips", "10", "--threads", "1", "--no-progress"])
     assert rc == 0
-    model = _check_metrics_json(out / "metrics.json", 8)["all"]
-    baseline = _check_metrics_json(out / "baseline_metrics.json", 8)["all"]
-    # the trained checkpoint beats the trivial baseline (whole clip, centre box) on the same fresh clips
-    assert model["m_vIoU"] > baseline["m_vIoU"] + 0.15 and model["m_tIoU"] > baseline["m_tIoU"], (model, baseline)
+    result, base = _check_metrics_json(out / "metrics.json", 10), _check_metrics_json(out / "baseline_metrics.json", 10)
+    model, baseline = result["all"], base["all"]
+    # every family is scored (2 clips each, round robin), next to the trivial baseline (whole clip, centre box)
+    assert set(result["families"]) == set(base["families"]) == set(DEMO_FAMILIES)
+    assert all(r["num_queries"] == 2 for r in result["families"].values())
+    assert result["families"]["twins_event"]["identity_accuracy"] is not None
+    # the trained checkpoint beats the baseline overall, and clearly on the appearance family
+    assert model["m_vIoU"] > baseline["m_vIoU"] and model["m_tIoU"] > baseline["m_tIoU"], (model, baseline)
+    app, app_base = result["families"]["appearance"], base["families"]["appearance"]
+    assert app["m_vIoU"] > app_base["m_vIoU"] + 0.15, (app, app_base)
     example = json.loads((out / "example.json").read_text())
     span = example["prediction"]["span"]
     assert 0 <= span[0] < span[1] <= example["num_frames"]
