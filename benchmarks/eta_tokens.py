@@ -151,7 +151,9 @@ def time_interleaved(fns: list[Any], repeats: int) -> list[list[float]]:
 def build_pair(frames: int, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGForVideoGrounding, BridgeSTGProcessor]:
     """The demo-sized model with ``eta=True`` and the same weights with ``eta=False``."""
     eta_model, processor = build_demo_model(DemoModelArguments(max_frames=frames), seed=seed)
-    no_eta, _ = build_demo_model(DemoModelArguments(max_frames=frames, config_overrides={"eta": False}), seed=seed)
+    # the recipe's method options with ETA off on top (the same parameters, so the weights load)
+    overrides = {**DemoModelArguments().config_overrides, "eta": False}
+    no_eta, _ = build_demo_model(DemoModelArguments(max_frames=frames, config_overrides=overrides), seed=seed)
     no_eta.load_state_dict(eta_model.state_dict())
     assert eta_model.config.eta is True and no_eta.config.eta is False
     return eta_model.eval(), no_eta.eval(), processor
