@@ -126,7 +126,7 @@ class DemoModelArguments:
     max_frames: int = 16
     frame_side: int = 112
     #: extra ``BridgeSTGConfig`` fields applied last; the default is the shipped recipe's choice of the method options
-    #: (:data:`DEMO_METHOD_OPTIONS`, docs/method.md §6); ablations add their switch on top (``{"eta": False}``)
+    #: (:data:`DEMO_METHOD_OPTIONS`, docs/method.md §3.17); ablations add their switch on top (``{"eta": False}``)
     config_overrides: dict[str, Any] = field(default_factory=lambda: dict(DEMO_METHOD_OPTIONS))
 
 
