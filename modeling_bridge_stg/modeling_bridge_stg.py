@@ -838,6 +838,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         groups: dict[tuple, list[int]] = {}
         for i in range(input_ids.shape[0]):
             seq = input_ids[i][attention_mask[i].bool()].tolist()
+            if vision_end not in seq:  # not a video prompt: `_encode` reports it
+                return None
             end = len(seq) - seq[::-1].index(vision_end)
             groups.setdefault((owner[i], tuple(seq[:end])), []).append(i)
         return list(groups.values()) if any(len(g) > 1 for g in groups.values()) else None
