@@ -163,6 +163,10 @@ class DemoTrainingArguments:
     restart_schedule: bool = True
     #: the peak learning rate of the second phase with ``restart_schedule`` (default: ``learning_rate``)
     mix_learning_rate: float | None = None
+    #: ``"constant"``: ``learning_rate`` at every step (the shipped checkpoint's run, docs/method.md §3.18: its
+    #: per-phase cosine was computed but, by a bug fixed since, never applied to the optimizer); ``"cosine"``: warm-up
+    #: and cosine (per phase with ``restart_schedule``), the schedule of docs/method.md §3.17's runs
+    lr_schedule: str = "constant"
     #: multi-task training (docs/multitask.md §2): auxiliary tasks ("tvg", "rec") rendered in memory and added to every
     #: step on top of the ``batch_size`` stvg clips, ``aux_batch_size`` items of each, one forward per task, their loss
     #: weighted by ``aux_loss_weight`` (:class:`bridge_stg.training.multitask_demo.AuxTaskStream`); empty: STVG only
@@ -293,7 +297,8 @@ def _lr_factor(step: int, progress: float, warmup: int, min_ratio: float) -> flo
 def demo_learning_rate(args: DemoTrainingArguments, step: int, clock_progress: float) -> float:
     """The learning rate of optimizer step ``step`` (``clock_progress``: the share of the time budget spent).
 
-    One schedule (linear warm-up, cosine to ``min_lr_ratio``) over the run's progress, the larger of its share of
+    ``lr_schedule="constant"``: ``learning_rate``. ``"cosine"``: one schedule (linear warm-up, cosine to ``min_lr_ratio``)
+    over the run's progress, the larger of its share of
     ``max_steps`` and of ``minutes``; with a curriculum and ``restart_schedule``, one such schedule per phase, each over
     its own steps (the second phase peaking at ``mix_learning_rate``). A run shorter than the first phase is all first
     phase, its schedule over the run's steps.
@@ -301,6 +306,10 @@ def demo_learning_rate(args: DemoTrainingArguments, step: int, clock_progress: f
     Raises:
         ValueError: ``restart_schedule`` with a curriculum but no ``max_steps`` (the phases are counted in steps).
     """
+    if args.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule: 'constant' or 'cosine', got {args.lr_schedule!r}")
+    if args.lr_schedule == "constant":
+        return args.learning_rate
     if args.restart_schedule and args.family_warmup_steps > 0:
         if args.max_steps is None:
             raise ValueError("restart_schedule: the curriculum's phases are counted in steps; set max_steps (or "
@@ -375,6 +384,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         if train_s >= budget_s:
             break
         lr = demo_learning_rate(args, step, train_s / budget_s)
+        for g in optim.param_groups:
+            g["lr"] = lr
         stage = tuple(args.warmup_families) if step < args.family_warmup_steps else families
         clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=stage)
         batch = training_batch(processor, clips)
@@ -438,6 +449,7 @@ def demo_training_procedure(
     import platform
 
     a = summary["args"]
+    constant = a.get("lr_schedule", "cosine") == "constant"  # cards of runs before the option: their cosine
     if a.get("max_steps") and summary["steps"] >= a["max_steps"]:
         schedule = (f"{a['max_steps']} steps (a step-based schedule, so the machine's speed does not change the run;"
                     " with the same seed, thread count, torch build and CPU kind it is deterministic)")
@@ -447,7 +459,8 @@ def demo_training_procedure(
         first = ", ".join(a.get("warmup_families") or ())
         schedule += (f"; curriculum: the first {a['family_warmup_steps']} steps on {first} only, then every family"
                      + (f", each phase with its own warm-up and cosine (second phase peak lr "
-                        f"{a.get('mix_learning_rate') or a['learning_rate']:g})" if a.get("restart_schedule") else ""))
+                        f"{a.get('mix_learning_rate') or a['learning_rate']:g})"
+                        if a.get("restart_schedule") and not constant else ""))
     command = a.get("command") or (
         f"bridge-stg demo --train --minutes {a['minutes']:g} --seed {a['seed']}"
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"
@@ -456,8 +469,9 @@ def demo_training_procedure(
         f"Trained from random weights by `{command}`: seed {a['seed']}; {summary['steps']} steps of batch"
         f" {a['batch_size']} ({summary['train_minutes']:.1f} min of training, {summary['wall_minutes']:.1f} min wall) on"
         f" {platform.machine()} with {a['num_threads']} torch thread(s), {os.cpu_count()} cores shared with concurrent"
-        f" work; AdamW lr {a['learning_rate']:g}, warm-up {a['warmup_steps']} steps then cosine over {schedule}."
-        f" Training clips: stream {TRAIN_STREAM} of `default_rng([{DEMO_SEED_ROOT}, stream, seed, index])`; held-out"
+        + (f" work; AdamW at a constant lr {a['learning_rate']:g} (no warm-up, no decay) over {schedule}." if constant else
+           f" work; AdamW lr {a['learning_rate']:g}, warm-up {a['warmup_steps']} steps then cosine over {schedule}.")
+        + f" Training clips: stream {TRAIN_STREAM} of `default_rng([{DEMO_SEED_ROOT}, stream, seed, index])`; held-out"
         f" curve: stream {VALIDATION_STREAM}; `bridge-stg demo` tests on stream {TEST_STREAM} (never trained on).", "",
         f"Held-out learning curve (tubedetr protocol, {a['num_eval_clips']} validation clips):", "",
         "| step | train min | m_tIoU | m_vIoU | vIoU@0.3 | vIoU@0.5 | loss (EMA) |", "|---|---|---|---|---|---|---|",

@@ -113,17 +113,40 @@ def test_curriculum_schedule_restarts_per_phase() -> None:
     from bridge_stg.training.demo import DemoTrainingArguments, demo_learning_rate
 
     args = DemoTrainingArguments(max_steps=30, family_warmup_steps=10, warmup_steps=2, learning_rate=1e-3,
-                                 mix_learning_rate=5e-4, min_lr_ratio=0.1, restart_schedule=True)
+                                 mix_learning_rate=5e-4, min_lr_ratio=0.1, restart_schedule=True, lr_schedule="cosine")
     lrs = [demo_learning_rate(args, s, 0.0) for s in range(30)]
     # phase one: warm-up to the peak, cosine to the floor by its last step
     assert lrs[1] == pytest.approx(1e-3) and lrs[9] < 2e-4
     # phase two: its own warm-up to mix_learning_rate, then its own cosine
     assert lrs[10] == pytest.approx(2.5e-4) and lrs[11] == pytest.approx(5e-4) and lrs[29] < 1e-4
     # one schedule over the whole run without restart_schedule
-    flat = DemoTrainingArguments(max_steps=30, family_warmup_steps=10, warmup_steps=2, restart_schedule=False)
+    flat = DemoTrainingArguments(max_steps=30, family_warmup_steps=10, warmup_steps=2, restart_schedule=False,
+                                 lr_schedule="cosine")
     assert demo_learning_rate(flat, 10, 0.0) > demo_learning_rate(flat, 20, 0.0)
     with pytest.raises(ValueError, match="max_steps"):
-        demo_learning_rate(DemoTrainingArguments(max_steps=None, restart_schedule=True), 0, 0.0)
+        demo_learning_rate(DemoTrainingArguments(max_steps=None, restart_schedule=True, lr_schedule="cosine"), 0, 0.0)
+    # the shipped recipe's schedule: constant (what its run trained with)
+    assert {demo_learning_rate(DemoTrainingArguments(), s, 0.0) for s in (0, 999, 1000, 3499)} == {1e-3}
+
+
+def test_the_optimizer_trains_at_the_scheduled_rate(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from bridge_stg.training.demo import DemoTrainingArguments, demo_learning_rate, train_demo
+
+    seen = []
+    original = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    args = DemoTrainingArguments(output_dir=str(tmp_path / "c"), max_steps=4, minutes=1e9, num_threads=1, batch_size=1,
+                                 family_warmup_steps=2, warmup_steps=1, lr_schedule="cosine", num_eval_clips=1,
+                                 eval_every_minutes=1e9)
+    train_demo(args, progress=False)
+    assert seen == pytest.approx([demo_learning_rate(args, s, 0.0) for s in range(4)]) and len(set(seen)) > 1
 
 
 def test_held_out_evaluation_does_not_change_the_trained_weights(tmp_path: Path) -> None:
