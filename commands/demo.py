@@ -202,8 +202,6 @@ def main(argv: list[str]) -> int:
             output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps or None,
             batch_size=args.batch_size, eval_every_minutes=args.eval_every_minutes, num_eval_clips=args.num_eval_clips,
             num_threads=args.threads, command="bridge-stg demo " + " ".join(argv),
-            # the curriculum's per-phase schedules count steps; a clock-budget run keeps one schedule over the clock
-            restart_schedule=bool(args.max_steps),
         )
         summary = train_demo(targs, progress=progress)
         print(json.dumps({k: summary[k] for k in ("seed", "steps", "train_minutes", "wall_minutes", "validation")}))

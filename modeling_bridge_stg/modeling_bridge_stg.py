@@ -862,7 +862,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
         )  # (3, B, L)
         self.mllm.model.rope_deltas = None
-        row_start = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)[1]
+        row_start = _grid_rows(video_grid_thw, frame_mask)[1]  # the groups were formed by `_shared_prefixes`
         bridge: list[list[torch.Tensor]] = [[None] * B for _ in layers]
         group_rows: list[list[torch.Tensor]] = [[None] * B for _ in layers]
         video_rows: list[torch.Tensor | None] = [None] * B
@@ -953,12 +953,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                       frame_mask: torch.Tensor | None) -> tuple[list[int], list[int], list[int], list[int]]:
         """Which samples of a batch show the same video (equal grid rows and pixels): grid rows per sample, the first
         grid row and first patch of every row, and per sample the index of its distinct video (first-seen order)."""
-        rows_per_sample = ([1] * int(video_grid_thw.shape[0]) if frame_mask is None
-                           else [int(n) for n in ((frame_mask.sum(1) + 1) // 2).tolist()])
+        rows_per_sample, row_start = _grid_rows(video_grid_thw, frame_mask)
         patches = (video_grid_thw[:, 0] * video_grid_thw[:, 1] * video_grid_thw[:, 2]).tolist()
-        row_start = [0]
-        for n in rows_per_sample:
-            row_start.append(row_start[-1] + int(n))
         pixel_start = [0]
         for n in patches:
             pixel_start.append(pixel_start[-1] + int(n))
@@ -1374,6 +1370,17 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             spans_s[i] = torch.tensor(parsed)
             spans_f[i] = torch.tensor([s, e])
         return spans_s, spans_f, sources
+
+
+def _grid_rows(video_grid_thw: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[list[int], list[int]]:
+    """Grid rows (temporal groups) per sample, from `frame_mask` `(B, F)` (without it every row is its own sample), and
+    the first grid row of every sample (with the total at the end)."""
+    rows_per_sample = ([1] * int(video_grid_thw.shape[0]) if frame_mask is None
+                       else [int(n) for n in ((frame_mask.sum(1) + 1) // 2).tolist()])
+    row_start = [0]
+    for n in rows_per_sample:
+        row_start.append(row_start[-1] + n)
+    return rows_per_sample, row_start
 
 
 def select_video_rows(features: Any, rows: list[int]) -> Any:
