@@ -3,6 +3,8 @@ states from the generation's cache equal a full re-encode; batches equal singles
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -23,6 +25,23 @@ def _build(tok, backbone="qwen2_5_vl", **overrides):
 
 def _video(num_frames=16, seed=0):
     return np.random.default_rng(seed).integers(0, 255, (num_frames, 56, 56, 3), dtype=np.uint8)
+
+
+@contextmanager
+def encoder_output(model):
+    """Yields a dict whose ``"enc"`` is the encoder output the model hands its decoder (the last call's)."""
+    seen = {}
+    original = model._run_decoder
+
+    def capture(enc, mask):
+        seen["enc"] = enc
+        return original(enc, mask)
+
+    model._run_decoder = capture
+    try:
+        yield seen
+    finally:
+        model._run_decoder = original
 
 
 class Counter:
@@ -74,17 +93,8 @@ def test_text_mode_bridge_states_equal_a_full_re_encode(compact_tokenizer, backb
     inputs = processor(videos=[_video(), _video(12, seed=1)], text=["the red square", "a blue circle on the left"],
                        video_fps=[4.0, 4.0])
     t = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    seen = {}
-    original = model._run_decoder
-
-    def capture(enc, mask):
-        seen["enc"] = enc
-        return original(enc, mask)
-
-    model._run_decoder = capture
-    with torch.no_grad():
+    with torch.no_grad(), encoder_output(model) as seen:
         model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
-    model._run_decoder = original
     # the same generation, then one forward over the training layout (the re-encode the one pass replaces)
     gen_tokens = []
     with torch.no_grad():
@@ -164,17 +174,8 @@ def test_bf16_model_keeps_times_spans_and_box_losses_in_float32(compact_tokenize
     t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
     t["pixel_values_videos"] = t["pixel_values_videos"].to(torch.bfloat16)
     t["frame_timestamps"] = t["frame_timestamps"] + 33.3  # a clip starting 33.3 s into its segment
-    seen = {}
-    original = model._run_decoder
-
-    def capture(enc, mask):
-        seen["enc"] = enc
-        return original(enc, mask)
-
-    model._run_decoder = capture
-    with torch.no_grad():
+    with torch.no_grad(), encoder_output(model) as seen:
         out = model(**t)
-    model._run_decoder = original
     times = seen["enc"].time_embeddings[0, 0]
     stsb = model.stsb
     exact = stsb.time_proj(sine_embedding(torch.tensor([33.3]), stsb.hidden, scale=4.0).to(torch.bfloat16))[0]
