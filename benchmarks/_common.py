@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 
 def machine() -> str:
@@ -18,3 +20,13 @@ def machine() -> str:
     except OSError:
         pass
     return f"{model}, {os.cpu_count()} cpus, no GPU, {platform.system()} {platform.release()}"
+
+
+def guarded_run(run: Callable[..., dict[str, Any]], names: tuple[str, str], *call: Any) -> dict[str, Any]:
+    """``run(*call)``, or, when it raises, a result recording the error, so that one failed run does not lose the
+    others of a sweep; ``names`` are the result's keys for ``call[0]`` and ``call[1]`` (the run's variant and seed)."""
+    try:
+        return run(*call)
+    except Exception as exc:
+        return {names[0]: call[0], names[1]: call[1], "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()}

@@ -47,12 +47,13 @@ import shlex
 import statistics
 import sys
 import time
-import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
+
+from _common import guarded_run  # this folder is on sys.path when the script runs
 
 #: name -> BridgeSTGConfig overrides of the demo recipe
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -148,10 +149,7 @@ def run_one(variant: str, seed: int, steps: int, num_test_clips: int, threads: i
 
 
 def _safe_run(variant: str, seed: int, steps: int, num_test_clips: int, threads: int, out_dir: str) -> dict[str, Any]:
-    try:
-        return run_one(variant, seed, steps, num_test_clips, threads, out_dir)
-    except Exception as exc:  # one failed run must not lose the others
-        return {"variant": variant, "seed": seed, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    return guarded_run(run_one, ("variant", "seed"), variant, seed, steps, num_test_clips, threads, out_dir)
 
 
 def _fmt(x: float | None) -> str:

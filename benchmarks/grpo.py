@@ -48,14 +48,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from fractions import Fraction
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import machine
+from _common import guarded_run, machine
 
 #: the rewards of each variant
 VARIANTS: dict[str, tuple[str, ...]] = {"temporal": ("format", "temporal_iou"), "tube": ("format", "temporal_iou", "tube_viou")}
@@ -226,10 +225,7 @@ def run_one(variant: str, seed: int, options: dict[str, Any], out_dir: str, comm
 
 
 def _safe_run(*call: Any) -> dict[str, Any]:
-    try:
-        return run_one(*call)
-    except Exception as exc:  # one failed run must not lose the others
-        return {"variant": call[0], "seed": call[1], "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    return guarded_run(run_one, ("variant", "seed"), *call)
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:

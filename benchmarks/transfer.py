@@ -39,13 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import machine
+from _common import guarded_run, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: configuration -> auxiliary tasks added to the STVG clips of every step
@@ -124,10 +123,7 @@ def run_one(config: str, seed: int, steps: int, clips_per_family: int, families:
 
 
 def _safe_run(*call: Any) -> dict[str, Any]:
-    try:
-        return run_one(*call)
-    except Exception as exc:  # one failed run must not lose the others
-        return {"config": call[0], "seed": call[1], "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    return guarded_run(run_one, ("config", "seed"), *call)
 
 
 def _cell(values: list[float]) -> str:
