@@ -189,6 +189,18 @@ def test_train_from_mllm_folder_and_lora(synth, tmp_path, qwen_tokenizer, capsys
     assert emb_new.shape[1] == q_old.shape[1]
 
 
+def _train_two_ranks(accelerate_config: str, synth, out) -> dict:
+    """`bridge-stg train` (2 steps, rank audit on) launched by accelerate with a 2-process CPU config; its summary."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(RECIPES / "accelerate" / accelerate_config), "-m", "bridge_stg.commands.train", TINY,
+           "--dataset", synth, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "no",
+           "--eval_split", "", "--disable_tqdm", "true", "--audit", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(synth, tmp_path) -> None:
     """2 CPU processes under `accelerate launch` (DDP, gloo): the ranks train on different rows and end with
@@ -196,14 +208,7 @@ def test_ddp_two_processes_gloo(synth, tmp_path) -> None:
     from bridge_stg import BridgeSTGForVideoGrounding
 
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(RECIPES / "accelerate" / "cpu_ddp_2proc.yaml"), "-m", "bridge_stg.commands.train", TINY,
-           "--dataset", synth, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "no",
-           "--eval_split", "", "--disable_tqdm", "true", "--audit", "true"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = _train_two_ranks("cpu_ddp_2proc.yaml", synth, out)
     assert summary["world_size"] == 2
     seen = []
     for rank in (0, 1):
@@ -227,14 +232,7 @@ def test_fsdp_two_processes_on_cpu(synth, tmp_path) -> None:
     from bridge_stg import BridgeSTGForVideoGrounding
 
     out = tmp_path / "fsdp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(RECIPES / "accelerate" / "cpu_fsdp_2proc.yaml"), "-m", "bridge_stg.commands.train", TINY,
-           "--dataset", synth, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "no",
-           "--eval_split", "", "--disable_tqdm", "true", "--audit", "true"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = _train_two_ranks("cpu_fsdp_2proc.yaml", synth, out)
     assert summary["world_size"] == 2 and summary["train"]["train_loss"] > 0
     seen = [{q for b in [json.loads(x) for x in (out / "audit" / f"query_ids_rank{r}.jsonl").read_text().splitlines()][:2]
              for q in b} for r in (0, 1)]
