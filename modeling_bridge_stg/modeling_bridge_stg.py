@@ -19,6 +19,7 @@ import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -844,6 +845,52 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             groups.setdefault((owner[i], tuple(seq[:end])), []).append(i)
         return list(groups.values()) if any(len(g) > 1 for g in groups.values()) else None
 
+    def _shared_positions(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw):
+        """The 3-D M-RoPE positions of the full (left-padded) sequences `(3, B, L)` and their rope deltas `(B, 1)`."""
+        positions = self.mllm.model.compute_3d_position_ids(
+            input_ids=input_ids, inputs_embeds=None, image_grid_thw=None, video_grid_thw=video_grid_thw, cache=None,
+            attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
+        )
+        deltas = self.mllm.model.rope_deltas
+        self.mllm.model.rope_deltas = None
+        return positions, deltas
+
+    def _prefill_prefix(self, first, input_ids, attention_mask, mm_token_type_ids, positions, video_grid_thw,
+                        video_features, row_start) -> tuple[Any, int]:
+        """One forward over sample `first`'s video prefix (every token up to its last `<|vision_end|>`) at the positions
+        of its full sequence, with the cache; returns the output (hidden states of every layer) and the prefix length."""
+        keep = attention_mask[first].bool()
+        seq = input_ids[first][keep]
+        P = int(torch.nonzero(seq == self.config.mllm_config.vision_end_token_id)[-1]) + 1
+        rows = list(range(row_start[first], row_start[first + 1]))
+        prefix = self.mllm.model(
+            input_ids=None, inputs_embeds=self.mllm.get_input_embeddings()(seq[None, :P]),
+            position_ids=positions[:, first][:, keep][:, None, :P], attention_mask=torch.ones_like(seq[None, :P]),
+            mm_token_type_ids=mm_token_type_ids[first][keep][None, :P], video_grid_thw=video_grid_thw[rows],
+            mm_encoder_outputs={"video": select_video_rows(video_features, rows)}, output_hidden_states=True,
+            use_cache=True,
+        )
+        self.mllm.model.rope_deltas = None
+        return prefix, P
+
+    def _suffix_block(self, members, input_ids, attention_mask, positions, P):
+        """The tokens after the shared prefix of each sample of `members`, left-padded to one block: ids and mask
+        `(N, S)` and positions `(3, N, S)` (those of the full sequences; a pad slot, never attended to, takes the
+        position of the sample's first token)."""
+        device = input_ids.device
+        pad = int(self.config.mllm_config.get_text_config().pad_token_id or 0)
+        tails = [input_ids[i][attention_mask[i].bool()][P:] for i in members]
+        S = max(len(t) for t in tails)
+        ids = torch.full((len(members), S), pad, dtype=torch.long, device=device)
+        mask = torch.zeros(len(members), S, dtype=attention_mask.dtype, device=device)
+        pos = torch.zeros(3, len(members), S, dtype=positions.dtype, device=device)
+        for j, i in enumerate(members):
+            t = len(tails[j])
+            ids[j, S - t:], mask[j, S - t:] = tails[j], 1
+            pos_i = positions[:, i][:, attention_mask[i].bool()][:, P:]
+            pos[:, j, S - t:], pos[:, j, : S - t] = pos_i, pos_i[:, :1]
+        return ids, mask, pos
+
     def _encode_shared_prefix(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
                               frame_mask, pixel_values_videos, video_features, groups) -> BridgeSTGEncoderOutput:
         """Frame-mode encoder pass for queries after the video, the video prefix prefilled once per group of
@@ -856,42 +903,17 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         is_bridge, vision_end = self._check_layout(input_ids, frame_mask)
         B, n = input_ids.shape[0], cfg.num_llm_layers
         layers = range(n - cfg.bridge_num_layers + 1, n + 1)
-        pad = int(cfg.mllm_config.get_text_config().pad_token_id or 0)
-        positions = self.mllm.model.compute_3d_position_ids(
-            input_ids=input_ids, inputs_embeds=None, image_grid_thw=None, video_grid_thw=video_grid_thw, cache=None,
-            attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
-        )  # (3, B, L)
-        self.mllm.model.rope_deltas = None
+        positions, _ = self._shared_positions(input_ids, attention_mask, mm_token_type_ids, video_grid_thw)
         row_start = _grid_rows(video_grid_thw, frame_mask)[1]  # the groups were formed by `_shared_prefixes`
         bridge: list[list[torch.Tensor]] = [[None] * B for _ in layers]
         group_rows: list[list[torch.Tensor]] = [[None] * B for _ in layers]
         video_rows: list[torch.Tensor | None] = [None] * B
         for members in groups:
-            first = members[0]
-            keep = attention_mask[first].bool()
-            seq = input_ids[first][keep]
-            P = int(torch.nonzero(seq == cfg.mllm_config.vision_end_token_id)[-1]) + 1
-            rows = list(range(row_start[first], row_start[first + 1]))
-            prefix = self.mllm.model(
-                input_ids=None, inputs_embeds=self.mllm.get_input_embeddings()(seq[None, :P]),
-                position_ids=positions[:, first][:, keep][:, None, :P], attention_mask=torch.ones_like(seq[None, :P]),
-                mm_token_type_ids=mm_token_type_ids[first][keep][None, :P], video_grid_thw=video_grid_thw[rows],
-                mm_encoder_outputs={"video": select_video_rows(video_features, rows)}, output_hidden_states=True,
-                use_cache=True,
-            )
-            self.mllm.model.rope_deltas = None
+            prefix, P = self._prefill_prefix(members[0], input_ids, attention_mask, mm_token_type_ids, positions,
+                                             video_grid_thw, video_features, row_start)
             cache = prefix.cache
             cache.batch_repeat_interleave(len(members))
-            tails = [input_ids[i][attention_mask[i].bool()][P:] for i in members]
-            S = max(len(t) for t in tails)
-            suffix = torch.full((len(members), S), pad, dtype=torch.long, device=device)
-            suffix_mask = torch.zeros(len(members), S, dtype=attention_mask.dtype, device=device)
-            suffix_pos = torch.zeros(3, len(members), S, dtype=positions.dtype, device=device)
-            for j, i in enumerate(members):  # right-padded: a pad sits after every real token and is never attended to
-                t = len(tails[j])
-                suffix[j, :t], suffix_mask[j, :t] = tails[j], 1
-                pos_i = positions[:, i][:, attention_mask[i].bool()][:, P:]
-                suffix_pos[:, j, :t], suffix_pos[:, j, t:] = pos_i, pos_i[:, -1:]
+            suffix, suffix_mask, suffix_pos = self._suffix_block(members, input_ids, attention_mask, positions, P)
             embeds = self.stsb.embed_bridge_tokens(self.mllm.get_input_embeddings()(suffix), suffix, self._bridge_ids(device))
             out = self.mllm.model(
                 input_ids=None, inputs_embeds=embeds, position_ids=suffix_pos, cache=cache,
@@ -899,22 +921,32 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 mm_token_type_ids=torch.zeros_like(suffix), output_hidden_states=True, use_cache=True,
             )
             self.mllm.model.rope_deltas = None
-            ends = seq[:P] == cfg.mllm_config.vision_end_token_id
-            video = seq[:P] == cfg.mllm_config.video_token_id
             on_bridge = torch.isin(suffix, self._bridge_ids(device))
             for a, layer in enumerate(layers):
                 for j, i in enumerate(members):
                     bridge[a][i] = out.hidden_states[layer][j][on_bridge[j]]
-                    group_rows[a][i] = prefix.hidden_states[layer][0][ends]
-            if cfg.visual_memory == "llm":
-                for i in members:
-                    video_rows[i] = prefix.hidden_states[-1][0][video]
+            self._scatter_prefix_states(prefix, P, members, input_ids[members[0]][attention_mask[members[0]].bool()],
+                                        group_rows, video_rows)
         return self._assemble(
             bridge_states=[torch.stack(b) for b in bridge], group_rows=[torch.cat(g) for g in group_rows],
             groups=vision_end.sum(1), video_rows=torch.cat(video_rows) if cfg.visual_memory == "llm" else None,
             video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps, frame_mask=frame_mask,
             pixel_values_videos=pixel_values_videos, video_features=video_features,
         )
+
+    def _scatter_prefix_states(self, prefix, P, members, seq, group_rows, video_rows) -> None:
+        """Copy the prefix's states at its `<|vision_end|>` tokens (last L layers) and, for `visual_memory="llm"`, its
+        last-layer states at the video tokens into the slots of every sample of `members`."""
+        cfg = self.config
+        n = cfg.num_llm_layers
+        ends = seq[:P] == cfg.mllm_config.vision_end_token_id
+        for a, layer in enumerate(range(n - cfg.bridge_num_layers + 1, n + 1)):
+            for i in members:
+                group_rows[a][i] = prefix.hidden_states[layer][0][ends]
+        if cfg.visual_memory == "llm":
+            video = seq[:P] == cfg.mllm_config.video_token_id
+            for i in members:
+                video_rows[i] = prefix.hidden_states[-1][0][video]
 
     def _assemble(self, bridge_states, group_rows, groups, video_rows, video_grid_thw, frame_timestamps, frame_mask,
                   pixel_values_videos, video_features, last_hidden_state=None) -> BridgeSTGEncoderOutput:
@@ -1182,9 +1214,10 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         if video_features is None:
             video_features = self.encode_video(pixel_values_videos, video_grid_thw, frame_mask)
         if source == "text":  # generate the answer; the bridge tokens continue the generation's cache
-            enc, texts = self._encode_generating(input_ids, attention_mask, mm_token_type_ids, video_grid_thw,
-                                                 frame_timestamps, frame_mask, pixel_values_videos, video_features,
-                                                 tokenizer, max_new_tokens)
+            shared = self._shared_prefixes(input_ids, attention_mask, pixel_values_videos, video_grid_thw, frame_mask)
+            generating = self._encode_generating if shared is None else partial(self._generate_shared_prefix, groups=shared)
+            enc, texts = generating(input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
+                                    frame_mask, pixel_values_videos, video_features, tokenizer, max_new_tokens)
         else:  # frame mode: one forward over the prompt + the bridge tokens
             texts = ["" for _ in range(input_ids.shape[0])]
             ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids,
@@ -1219,22 +1252,87 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             gen = self.mllm.generate(
                 input_ids=input_ids, attention_mask=attention_mask, mm_token_type_ids=mm_token_type_ids,
                 video_grid_thw=video_grid_thw, mm_encoder_outputs={"video": video_features},
-                max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=False, eos_token_id=self.im_end_token_id,
-                suppress_tokens=list(cfg.bridge_token_ids),  # bridge tokens are appended by us, never generated
-                pad_token_id=cfg.mllm_config.get_text_config().pad_token_id, return_dict_in_generate=True,
+                **self._generation_kwargs(max_new_tokens),
             )
         self.mllm.model.rope_deltas = None
         generated = gen.sequences[:, input_ids.shape[1]:]
-        texts = []
-        for row in generated.tolist():
-            toks = row[: row.index(self.im_end_token_id)] if self.im_end_token_id in row else row
-            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+        texts = self._answers(generated, tokenizer)
         bridge_states = self._continue_with_bridge_tokens(gen.cache, generated, input_ids, attention_mask,
                                                           mm_token_type_ids, video_grid_thw)
         enc = self._assemble(
             bridge_states=bridge_states, group_rows=captured["groups"], groups=vision_end.sum(1),
             video_rows=captured.get("video"), video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps,
             frame_mask=frame_mask, pixel_values_videos=pixel_values_videos, video_features=video_features,
+        )
+        return enc, texts
+
+    def _generation_kwargs(self, max_new_tokens: int | None) -> dict[str, Any]:
+        """Greedy decoding of the span answer, up to `<|im_end|>`; the bridge tokens are never generated (we append
+        them)."""
+        cfg = self.config
+        return dict(max_new_tokens=max_new_tokens or cfg.max_new_tokens, do_sample=False,
+                    eos_token_id=self.im_end_token_id, suppress_tokens=list(cfg.bridge_token_ids),
+                    pad_token_id=cfg.mllm_config.get_text_config().pad_token_id, return_dict_in_generate=True)
+
+    def _answers(self, generated: torch.Tensor, tokenizer: Any) -> list[str]:
+        """The decoded answers of generated token rows, each up to its `<|im_end|>`."""
+        texts = []
+        for row in generated.tolist():
+            toks = row[: row.index(self.im_end_token_id)] if self.im_end_token_id in row else row
+            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
+        return texts
+
+    def _generate_shared_prefix(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
+                                frame_mask, pixel_values_videos, video_features, tokenizer, max_new_tokens, groups):
+        """Text mode for queries after the video, the video prefix prefilled once per group of `_shared_prefixes`: the
+        prefix's cache is repeated for the group's queries, `generate` continues it with each query (its tokens
+        left-padded after the prefix, masked) and writes the answers, then `<|im_end|>` + the bridge tokens continue the
+        generation's cache. Positions are those of the full sequences (the rope deltas of the full prompts), so the
+        answers and states equal `_encode_generating`'s (up to float rounding)."""
+        cfg = self.config
+        device = input_ids.device
+        _, vision_end = self._check_layout(input_ids, frame_mask, bridge=False)
+        B, L = input_ids.shape[0], cfg.bridge_num_layers
+        positions, deltas = self._shared_positions(input_ids, attention_mask, mm_token_type_ids, video_grid_thw)
+        row_start = _grid_rows(video_grid_thw, frame_mask)[1]  # the groups were formed by `_shared_prefixes`
+        texts: list[str] = [""] * B
+        bridge: list[list[torch.Tensor]] = [[None] * B for _ in range(L)]
+        group_rows: list[list[torch.Tensor]] = [[None] * B for _ in range(L)]
+        video_rows: list[torch.Tensor | None] = [None] * B
+        for members in groups:
+            first = members[0]
+            prefix, P = self._prefill_prefix(first, input_ids, attention_mask, mm_token_type_ids, positions,
+                                             video_grid_thw, video_features, row_start)
+            cache = prefix.cache
+            cache.batch_repeat_interleave(len(members))
+            suffix, suffix_mask, _ = self._suffix_block(members, input_ids, attention_mask, positions, P)
+            head = input_ids[first][attention_mask[first].bool()][:P]
+            head_types = mm_token_type_ids[first][attention_mask[first].bool()][:P]
+            ids = torch.cat([head.expand(len(members), P), suffix], 1)
+            mask = torch.cat([torch.ones(len(members), P, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
+            types = torch.cat([head_types.expand(len(members), P), torch.zeros_like(suffix)], 1)
+            grid = video_grid_thw[[r for i in members for r in range(row_start[i], row_start[i + 1])]]
+            # the uncached tokens hold no video: generate takes their 3-D positions from these deltas (its "continue
+            # from a cache" path); the mask's zeros between prefix and query are the left padding of the queries
+            self.mllm.model.rope_deltas = deltas[members]
+            try:
+                gen = self.mllm.generate(input_ids=ids, attention_mask=mask, mm_token_type_ids=types,
+                                         video_grid_thw=grid, cache=cache, **self._generation_kwargs(max_new_tokens))
+            finally:
+                self.mllm.model.rope_deltas = None
+            generated = gen.sequences[:, ids.shape[1]:]
+            for j, text in enumerate(self._answers(generated, tokenizer)):
+                texts[members[j]] = text
+            states = self._continue_with_bridge_tokens(gen.cache, generated, ids, mask, types, grid)
+            for a in range(L):
+                for j, i in enumerate(members):
+                    bridge[a][i] = states[a][j]
+            self._scatter_prefix_states(prefix, P, members, head, group_rows, video_rows)
+        enc = self._assemble(
+            bridge_states=[torch.stack(b) for b in bridge], group_rows=[torch.cat(g) for g in group_rows],
+            groups=vision_end.sum(1), video_rows=torch.cat(video_rows) if cfg.visual_memory == "llm" else None,
+            video_grid_thw=video_grid_thw, frame_timestamps=frame_timestamps, frame_mask=frame_mask,
+            pixel_values_videos=pixel_values_videos, video_features=video_features,
         )
         return enc, texts
 

@@ -227,3 +227,42 @@ def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
     torch.testing.assert_close(shared.pred_boxes, full.pred_boxes, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(shared.presence_scores, full.presence_scores, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(shared.relevance_scores, full.relevance_scores, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_text_mode_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
+    """Text span mode, the query after the video: queries on one video prefill the video prefix once, ``generate``
+    continues its repeated cache with each query, and the answers, spans and boxes are those of one generation per
+    query; a query on another video in the batch is unaffected."""
+    model, processor = _build(compact_tokenizer, backbone, span_source="text", query_position="after_video")
+    video, other = _video(), _video(12, seed=1)
+    queries = ["the red square", "a blue circle on the left of the green one", "it", "the yellow triangle"]
+    batch = processor(videos=[video] * 4 + [other], text=queries + ["the red square"], video_fps=[4.0] * 5)
+    t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    counter = Counter(model)
+    try:
+        with torch.no_grad(), encoder_output(model) as seen:
+            shared = model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
+    finally:
+        counter.close()
+    mask = t["attention_mask"].bool()
+    vision_end = model.config.mllm_config.vision_end_token_id
+    prefix = [int(torch.nonzero(t["input_ids"][i][mask[i]] == vision_end)[-1]) + 1 for i in range(5)]
+    suffix = max(int(mask[i].sum()) - prefix[i] for i in range(4))
+    assert counter.vision == 1
+    # per distinct video: its prefix once, then the group's queries (one block), then one token per step
+    assert counter.llm[:2] == [prefix[0], suffix]
+    assert [n for n in counter.llm if n > suffix] == [prefix[0], prefix[4]]  # no other pass over a video
+    original = model._shared_prefixes
+    model._shared_prefixes = lambda *a, **k: None  # one generation over each full prompt
+    try:
+        with torch.no_grad(), encoder_output(model) as ref:
+            full = model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
+    finally:
+        model._shared_prefixes = original
+    assert shared.generated_text == full.generated_text
+    torch.testing.assert_close(shared.pred_span_seconds, full.pred_span_seconds)
+    assert torch.equal(shared.decoder_frame_mask, full.decoder_frame_mask)
+    torch.testing.assert_close(shared.pred_boxes, full.pred_boxes, atol=1e-5, rtol=1e-4)
+    for name in ("bridge_queries", "frame_states", "relevance_logits", "memory"):
+        torch.testing.assert_close(getattr(seen["enc"], name), getattr(ref["enc"], name), atol=1e-5, rtol=1e-4, msg=name)
