@@ -98,6 +98,11 @@ def query_costs(source: str, queries: int) -> dict[str, Any]:
             decoder_gflops=dec["eta_gflops_per_frame_memory"]),
         "frame span, one pass": dict(
             vit_passes=1.0, llm_tokens=prompt + K, llm_flops=lf(0, prompt + K), decoder_gflops=dec["eta_gflops"]),
+        f"text span, query after the video, {queries} queries share its prefill (per query)": dict(
+            vit_passes=1.0 / queries, llm_tokens=round(prefix / queries) + AFTER_VIDEO_SUFFIX_TOKENS + ANSWER_TOKENS + K,
+            llm_flops=lf(0, prefix) / queries + lf(prefix, AFTER_VIDEO_SUFFIX_TOKENS) + lf(prompt, ANSWER_TOKENS)
+            + lf(prompt + ANSWER_TOKENS, K) + head,
+            decoder_gflops=dec["eta_gflops"]),
         f"frame span, query after the video, {queries} queries share its prefill (per query)": dict(
             vit_passes=1.0 / queries, llm_tokens=round(prefix / queries) + AFTER_VIDEO_SUFFIX_TOKENS + K,
             llm_flops=lf(0, prefix) / queries + lf(prefix, AFTER_VIDEO_SUFFIX_TOKENS + K), decoder_gflops=dec["eta_gflops"]),

@@ -66,7 +66,7 @@ def test_query_cost_quick(capsys) -> None:
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["benchmark"] == "query_cost"
     (res,) = out["results"]
     rows = list(res["rows"].values())
-    before, one, shared, frame_before, frame_one, frame_prefix = rows
+    before, one, shared, frame_before, frame_one, text_prefix, frame_prefix = rows
     assert res["resized_hw"] == [336, 588] and res["video_tokens"] == 8064
     assert before["vit_passes"] == 2 and one["vit_passes"] == 1 and shared["vit_passes"] == 1 / 8
     assert before["llm_tokens"] == 2 * res["prompt_tokens"] + 2 * res["answer_tokens"] + res["K"]
@@ -76,3 +76,6 @@ def test_query_cost_quick(capsys) -> None:
     # the query after the video: 8 queries share the video prefix's prefill, so each pays about 1/8 of it
     assert frame_prefix["vit_passes"] == 1 / 8 and frame_prefix["llm_tokens"] < frame_one["llm_tokens"] / 4
     assert frame_prefix["total_tflops"] < shared["total_tflops"] / 4
+    # text span mode after the video: the same sharing plus the answer's decoding steps
+    assert text_prefix["llm_tokens"] == frame_prefix["llm_tokens"] + res["answer_tokens"]
+    assert frame_prefix["total_tflops"] < text_prefix["total_tflops"] < shared["total_tflops"] / 4
