@@ -1185,8 +1185,9 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
            `video_features` (its output for these inputs) is given; the features are reused below.
         2. Text mode: the MLLM generates the span answer (one prefill of the prompt); the frame states are read from
            that prefill, and `<|im_end|>` + the K bridge tokens continue the generation's cache (Q_b). Frame mode:
-           one forward over the prompt + the K bridge tokens gives Q_b and the frame states; with the query after the
-           video (`query_position="after_video"`), queries on one video share one prefill of the video prefix.
+           one forward over the prompt + the K bridge tokens gives Q_b and the frame states. In both modes, with the
+           query after the video (`query_position="after_video"`), the queries of the batch on one video share one
+           prefill of the video prefix (its cache repeated for each query).
         4. The span: parsed from the answer (the relevance run when it does not parse), or read from the
            per-frame start / end logits (frame mode).
         5. ETA selects the sampled frames inside the span; QGSL decodes boxes only there.
