@@ -192,15 +192,36 @@ def test_bf16_model_keeps_times_spans_and_box_losses_in_float32(compact_tokenize
     assert grounded.pred_span_seconds.dtype == torch.float32
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
-    """With the query after the video, queries on one video prefill the video prefix once (its cache repeated for
-    each query) and give what one forward per query gives; a query on another video in the batch is unaffected."""
-    model, processor = _build(compact_tokenizer, backbone, span_source="frame", query_position="after_video")
+def _after_video_batch(tok, backbone, source):
+    """A model with the query after the video, and a batch of 4 queries on one video + 1 on another; returns the
+    model, the tensors and each sample's prefix length (tokens up to its last ``<|vision_end|>``)."""
+    model, processor = _build(tok, backbone, span_source=source, query_position="after_video")
     video, other = _video(), _video(12, seed=1)
     queries = ["the red square", "a blue circle on the left of the green one", "it", "the yellow triangle"]
     batch = processor(videos=[video] * 4 + [other], text=queries + ["the red square"], video_fps=[4.0] * 5)
     t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    mask = t["attention_mask"].bool()
+    vision_end = model.config.mllm_config.vision_end_token_id
+    prefix = [int(torch.nonzero(t["input_ids"][i][mask[i]] == vision_end)[-1]) + 1 for i in range(5)]
+    return model, t, prefix
+
+
+@contextmanager
+def unshared(model):
+    """Ground every query over its full prompt (no prefix sharing): the reference the shared paths must equal."""
+    original = model._shared_prefixes
+    model._shared_prefixes = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        model._shared_prefixes = original
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
+    """With the query after the video, queries on one video prefill the video prefix once (its cache repeated for
+    each query) and give what one forward per query gives; a query on another video in the batch is unaffected."""
+    model, t, prefix = _after_video_batch(compact_tokenizer, backbone, "frame")
     counter = Counter(model)
     try:
         with torch.no_grad():
@@ -208,20 +229,12 @@ def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
     finally:
         counter.close()
     K = model.config.num_bridge_queries
-    mask = t["attention_mask"].bool()
-    lengths = mask.sum(1).tolist()
-    vision_end = model.config.mllm_config.vision_end_token_id
-    prefix = [int(torch.nonzero(t["input_ids"][i][mask[i]] == vision_end)[-1]) + 1 for i in range(5)]
+    lengths = t["attention_mask"].sum(1).tolist()
     # one prefill per distinct video prefix, then each group's suffixes (query + bridge tokens) in one batch
     assert counter.vision == 1
     assert counter.llm == [prefix[0], max(lengths[i] - prefix[i] for i in range(4)) + K, prefix[4], lengths[4] - prefix[4] + K]
-    original = model._shared_prefixes
-    model._shared_prefixes = lambda *a, **k: None  # one full forward per query
-    try:
-        with torch.no_grad():
-            full = model.ground(**t)
-    finally:
-        model._shared_prefixes = original
+    with torch.no_grad(), unshared(model):
+        full = model.ground(**t)
     torch.testing.assert_close(shared.pred_span_seconds, full.pred_span_seconds)
     assert torch.equal(shared.decoder_frame_mask, full.decoder_frame_mask)
     torch.testing.assert_close(shared.pred_boxes, full.pred_boxes, atol=1e-5, rtol=1e-4)
@@ -234,32 +247,20 @@ def test_text_mode_queries_after_one_video_share_its_prefill(compact_tokenizer, 
     """Text span mode, the query after the video: queries on one video prefill the video prefix once, ``generate``
     continues its repeated cache with each query, and the answers, spans and boxes are those of one generation per
     query; a query on another video in the batch is unaffected."""
-    model, processor = _build(compact_tokenizer, backbone, span_source="text", query_position="after_video")
-    video, other = _video(), _video(12, seed=1)
-    queries = ["the red square", "a blue circle on the left of the green one", "it", "the yellow triangle"]
-    batch = processor(videos=[video] * 4 + [other], text=queries + ["the red square"], video_fps=[4.0] * 5)
-    t = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    model, t, prefix = _after_video_batch(compact_tokenizer, backbone, "text")
     counter = Counter(model)
     try:
         with torch.no_grad(), encoder_output(model) as seen:
             shared = model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
     finally:
         counter.close()
-    mask = t["attention_mask"].bool()
-    vision_end = model.config.mllm_config.vision_end_token_id
-    prefix = [int(torch.nonzero(t["input_ids"][i][mask[i]] == vision_end)[-1]) + 1 for i in range(5)]
-    suffix = max(int(mask[i].sum()) - prefix[i] for i in range(4))
+    suffix = max(int(t["attention_mask"][i].sum()) - prefix[i] for i in range(4))
     assert counter.vision == 1
     # per distinct video: its prefix once, then the group's queries (one block), then one token per step
     assert counter.llm[:2] == [prefix[0], suffix]
     assert [n for n in counter.llm if n > suffix] == [prefix[0], prefix[4]]  # no other pass over a video
-    original = model._shared_prefixes
-    model._shared_prefixes = lambda *a, **k: None  # one generation over each full prompt
-    try:
-        with torch.no_grad(), encoder_output(model) as ref:
-            full = model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
-    finally:
-        model._shared_prefixes = original
+    with torch.no_grad(), unshared(model), encoder_output(model) as ref:
+        full = model.ground(**t, tokenizer=compact_tokenizer, max_new_tokens=7)
     assert shared.generated_text == full.generated_text
     torch.testing.assert_close(shared.pred_span_seconds, full.pred_span_seconds)
     assert torch.equal(shared.decoder_frame_mask, full.decoder_frame_mask)
