@@ -109,9 +109,10 @@ def training_rows(out_dir: str, count: int, families: list[str]) -> list[dict[st
     rows = reference_rows(clips, "grpo_train")
     for clip, row in zip(clips, rows):
         path = folder / row["video"]
-        if not path.is_file():
-            write_lossless_mp4(path.with_suffix(".tmp.mp4"), clip.frames, clip.fps)
-            path.with_suffix(".tmp.mp4").rename(path)
+        if not path.is_file():  # a temporary name of this process's own, then an atomic rename
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.mp4")
+            write_lossless_mp4(tmp, clip.frames, clip.fps)
+            tmp.replace(path)
     return rows
 
 
@@ -401,6 +402,8 @@ def main() -> None:
               f"{a['m_tIoU']:.3f} m_vIoU {a['m_vIoU']:.3f} (answers parsed {res['after']['text_answer_rate']:.2f})  "
               f"[{(time.perf_counter() - t0) / 60:.1f} min elapsed]", flush=True)
 
+    if pending:  # the prompts' video files, written here once, before any worker reads them
+        training_rows(out_dir, train_clips, families)
     if args.jobs <= 1:
         for v, s in pending:
             report(_safe_run(v, s, options, out_dir, command))

@@ -23,7 +23,7 @@ def _run(*args: str) -> tuple[dict, str]:
 
 @pytest.mark.slow
 def test_grpo_benchmark_quick(tmp_path) -> None:
-    out, text = _run("--quick", "--out", str(tmp_path))
+    out, text = _run("--quick", "--out", str(tmp_path), "--jobs", "2")  # two workers share the prompts' video files
     assert out["benchmark"] == "grpo" and out["quick"] is True and not out["missing"]
     assert {"machine", "date", "command", "load_avg_start", "load_avg_end", "git"} <= set(out)
     assert out["variants"] == ["temporal", "tube"] and out["seeds"] == [0]
