@@ -165,8 +165,8 @@ class DemoTrainingArguments:
     mix_learning_rate: float | None = None
     #: ``"constant"``: ``learning_rate`` at every step (the shipped checkpoint's run, docs/method.md §3.18: its
     #: per-phase cosine was computed but, by a bug fixed since, never applied to the optimizer); ``"cosine"``: warm-up
-    #: and cosine (per phase with ``restart_schedule``), the schedule §3.17's runs were meant to have (one run of it:
-    #: docs/method.md §3.19, worse than constant)
+    #: and cosine (per phase with ``restart_schedule``), the schedule the runs of docs/method.md §3.17 were meant to
+    #: have (one run of it, docs/method.md §3.19: worse than constant)
     lr_schedule: str = "constant"
     #: multi-task training (docs/multitask.md §2): auxiliary tasks ("tvg", "rec") rendered in memory and added to every
     #: step on top of the ``batch_size`` stvg clips, ``aux_batch_size`` items of each, one forward per task, their loss
