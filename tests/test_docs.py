@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".txt")
+TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".txt", ".json")
 _TOKEN = re.compile(r"(?:docs/)?([A-Za-z_][\w-]*)\.md|§\s?(\d+(?:\.\d+)*)")
 _HEADING = re.compile(r"#+\s+(\d+(?:\.\d+)*)\.?\s")
 
