@@ -856,9 +856,10 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         return positions, deltas
 
     def _prefill_prefix(self, first, input_ids, attention_mask, mm_token_type_ids, positions, video_grid_thw,
-                        video_features, row_start) -> tuple[Any, int]:
+                        video_features, row_start) -> tuple[Any, int, torch.Tensor]:
         """One forward over sample `first`'s video prefix (every token up to its last `<|vision_end|>`) at the positions
-        of its full sequence, with the cache; returns the output (hidden states of every layer) and the prefix length."""
+        of its full sequence, with the cache; returns the output (hidden states of every layer), the prefix length and
+        the sample's tokens without padding."""
         keep = attention_mask[first].bool()
         seq = input_ids[first][keep]
         P = int(torch.nonzero(seq == self.config.mllm_config.vision_end_token_id)[-1]) + 1
@@ -871,7 +872,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             use_cache=True,
         )
         self.mllm.model.rope_deltas = None
-        return prefix, P
+        return prefix, P, seq
 
     def _suffix_block(self, members, input_ids, attention_mask, positions, P):
         """The tokens after the shared prefix of each sample of `members`, left-padded to one block: ids and mask
@@ -909,8 +910,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         group_rows: list[list[torch.Tensor]] = [[None] * B for _ in layers]
         video_rows: list[torch.Tensor | None] = [None] * B
         for members in groups:
-            prefix, P = self._prefill_prefix(members[0], input_ids, attention_mask, mm_token_type_ids, positions,
-                                             video_grid_thw, video_features, row_start)
+            prefix, P, seq = self._prefill_prefix(members[0], input_ids, attention_mask, mm_token_type_ids, positions,
+                                                  video_grid_thw, video_features, row_start)
             cache = prefix.cache
             cache.batch_repeat_interleave(len(members))
             suffix, suffix_mask, suffix_pos = self._suffix_block(members, input_ids, attention_mask, positions, P)
@@ -925,8 +926,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             for a, layer in enumerate(layers):
                 for j, i in enumerate(members):
                     bridge[a][i] = out.hidden_states[layer][j][on_bridge[j]]
-            self._scatter_prefix_states(prefix, P, members, input_ids[members[0]][attention_mask[members[0]].bool()],
-                                        group_rows, video_rows)
+            self._scatter_prefix_states(prefix, P, members, seq, group_rows, video_rows)
         return self._assemble(
             bridge_states=[torch.stack(b) for b in bridge], group_rows=[torch.cat(g) for g in group_rows],
             groups=vision_end.sum(1), video_rows=torch.cat(video_rows) if cfg.visual_memory == "llm" else None,
@@ -1302,14 +1302,13 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         video_rows: list[torch.Tensor | None] = [None] * B
         for members in groups:
             first = members[0]
-            prefix, P = self._prefill_prefix(first, input_ids, attention_mask, mm_token_type_ids, positions,
-                                             video_grid_thw, video_features, row_start)
+            prefix, P, seq = self._prefill_prefix(first, input_ids, attention_mask, mm_token_type_ids, positions,
+                                                  video_grid_thw, video_features, row_start)
             cache = prefix.cache
             cache.batch_repeat_interleave(len(members))
             suffix, suffix_mask, _ = self._suffix_block(members, input_ids, attention_mask, positions, P)
-            head = input_ids[first][attention_mask[first].bool()][:P]
             head_types = mm_token_type_ids[first][attention_mask[first].bool()][:P]
-            ids = torch.cat([head.expand(len(members), P), suffix], 1)
+            ids = torch.cat([seq[:P].expand(len(members), P), suffix], 1)
             mask = torch.cat([torch.ones(len(members), P, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)
             types = torch.cat([head_types.expand(len(members), P), torch.zeros_like(suffix)], 1)
             grid = video_grid_thw[[r for i in members for r in range(row_start[i], row_start[i + 1])]]
@@ -1328,7 +1327,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             for a in range(L):
                 for j, i in enumerate(members):
                     bridge[a][i] = states[a][j]
-            self._scatter_prefix_states(prefix, P, members, head, group_rows, video_rows)
+            self._scatter_prefix_states(prefix, P, members, seq, group_rows, video_rows)
         enc = self._assemble(
             bridge_states=[torch.stack(b) for b in bridge], group_rows=[torch.cat(g) for g in group_rows],
             groups=vision_end.sum(1), video_rows=torch.cat(video_rows) if cfg.visual_memory == "llm" else None,
