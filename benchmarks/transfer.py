@@ -22,7 +22,9 @@ the models that never trained on it make of it).
 ``--out DIR`` keeps one result JSON per (configuration, seed), ``DIR/<config>_seed<seed>.json`` with the git commit,
 and the checkpoint beside it; a rerun reuses the finished results with the same steps, families and test clips
 (so interrupted runs resume), and ``--table`` only tabulates what is in ``DIR``. Tables: STVG m_tIoU and m_vIoU per
-family, mean ± population std over the seeds, and the auxiliary tasks' scores. The last stdout line is one JSON object.
+family, mean ± population std over the seeds, and the auxiliary tasks' scores, each with a last row for the trivial
+baseline on the same test items (the whole clip as the span, a centred box of 0.28 of the shorter side). The last
+stdout line is one JSON object.
 
 ``--quick``: 2 steps, seed 0, 1 test clip per family (a smoke test of the script, not a measurement).
 """
@@ -122,6 +124,34 @@ def run_one(config: str, seed: int, steps: int, clips_per_family: int, families:
     return out
 
 
+def trivial_baseline(clips_per_family: int, families: list[str]) -> dict[str, Any]:
+    """The trivial baseline's scores on the same test items as :func:`run_one`: the whole clip as the span and a
+    centred box (``trivial_baseline_rows``: side 0.28 of the shorter side) for STVG and REC, the whole clip for tvg."""
+    from bridge_stg.evaluation.task_metrics import compute_task_metrics
+    from bridge_stg.training.demo import TEST_STREAM, render_clips, score_clips, trivial_baseline_rows
+    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, reference_rows, render_task_items
+
+    clips = render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
+    stvg = score_clips(clips, trivial_baseline_rows(clips, "test"), "test")
+    out: dict[str, Any] = {"stvg": {"all": _round({k: stvg["all"].get(k) for k in STVG_KEYS[:4]}),
+                                    "families": {f: _round(r) for f, r in stvg["families"].items()}}}
+    for task in ("tvg", "rec"):
+        fams = aux_families(task, families)
+        items = render_task_items(task, AUX_STREAMS[task]["test"], TEST_SEED, 0, clips_per_family * len(fams), fams)
+        refs = reference_rows(items, f"test_{task}")
+        if task == "tvg":
+            rows = [{"query_id": r["query_id"], "span": [0, r["num_frames"]]} for r in refs]
+        else:
+            rows = []
+            for r in refs:  # the same centred box as trivial_baseline_rows, on the image (frame 0)
+                side, cx, cy = 0.28 * min(r["width"], r["height"]), r["width"] / 2, r["height"] / 2
+                rows.append({"query_id": r["query_id"], "frame_ids": [0],
+                             "boxes": [[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]]})
+        res = compute_task_metrics(task, refs, rows)
+        out[task] = {"all": _round({k: res[k] for k in (TVG_KEYS if task == "tvg" else REC_KEYS)})}
+    return out
+
+
 def _safe_run(*call: Any) -> dict[str, Any]:
     return guarded_run(run_one, ("config", "seed"), *call)
 
@@ -134,10 +164,14 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.3f} ± {statistics.pstdev(values):.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
-def tables(results: list[dict[str, Any]], configs: list[str]) -> dict[str, str]:
-    """Markdown tables (mean ± population std over seeds): STVG m_tIoU and m_vIoU per family, the auxiliary tasks."""
+def tables(results: list[dict[str, Any]], configs: list[str], baseline: dict[str, Any] | None = None) -> dict[str, str]:
+    """Markdown tables (mean ± population std over seeds): STVG m_tIoU and m_vIoU per family, the auxiliary tasks;
+    with ``baseline`` (:func:`trivial_baseline`), its row last in each."""
     ok = [r for r in results if "error" not in r]
     families = list(dict.fromkeys(f for r in ok for f in r["families"]))
+    if baseline is not None:
+        ok = ok + [{"config": "trivial baseline", **baseline}]
+        configs = [*configs, "trivial baseline"]
     out: dict[str, str] = {}
     for metric in ("m_vIoU", "m_tIoU"):
         lines = [f"| config | {' | '.join(families)} | all | seeds |", "|---|" + "---|" * (len(families) + 2)]
@@ -145,7 +179,8 @@ def tables(results: list[dict[str, Any]], configs: list[str]) -> dict[str, str]:
             rs = [r for r in ok if r["config"] == c]
             if rs:
                 cells = [_cell([r["stvg"]["families"].get(f, {}).get(metric) for r in rs]) for f in families]
-                lines.append(f"| {c} | " + " | ".join(cells) + f" | {_cell([r['stvg']['all'][metric] for r in rs])} | {len(rs)} |")
+                seeds = len(rs) if c in CONFIGS else "–"
+                lines.append(f"| {c} | " + " | ".join(cells) + f" | {_cell([r['stvg']['all'][metric] for r in rs])} | {seeds} |")
         out[f"stvg_{metric}"] = "\n".join(lines)
     lines = ["| config | trained on | tvg m_tIoU | tvg R@0.5 | tvg R@0.7 | rec accuracy@0.5 | rec m_IoU | seeds |",
              "|---|---|---|---|---|---|---|---|"]
@@ -154,7 +189,8 @@ def tables(results: list[dict[str, Any]], configs: list[str]) -> dict[str, str]:
         if rs:
             cells = [_cell([r["tvg"]["all"][k] for r in rs]) for k in ("m_tIoU", "R@0.5", "R@0.7")]
             cells += [_cell([r["rec"]["all"][k] for r in rs]) for k in REC_KEYS]
-            lines.append(f"| {c} | {', '.join(['stvg', *CONFIGS[c]])} | " + " | ".join(cells) + f" | {len(rs)} |")
+            trained = ", ".join(["stvg", *CONFIGS[c]]) if c in CONFIGS else "–"
+            lines.append(f"| {c} | {trained} | " + " | ".join(cells) + f" | {len(rs) if c in CONFIGS else '–'} |")
     out["aux_tasks"] = "\n".join(lines)
     return out
 
@@ -230,7 +266,8 @@ def main() -> None:
                 report(fut.result())
     order = {(c, s): i for i, (s, c) in enumerate((s, c) for s in seeds for c in configs)}
     results.sort(key=lambda r: order.get((r["config"], r["seed"]), 0))
-    tabs = tables(results, configs)
+    baseline = trivial_baseline(cpf, families)
+    tabs = tables(results, configs, baseline)
     ok = [r for r in results if "error" not in r]
     commits = sorted({str((r.get("git") or {}).get("commit")) + (" (dirty)" if (r.get("git") or {}).get("dirty") else "")
                       for r in ok})
@@ -247,7 +284,7 @@ def main() -> None:
         "out": out_dir, "commits": commits, "git": git_commit(),
         "missing": [f"{c} seed {s}" for s in seeds for c in configs
                     if not any(r["config"] == c and r["seed"] == s and "error" not in r for r in results)],
-        "tables": tabs, "runs": [{k: v for k, v in r.items() if k != "demo_args"} for r in results],
+        "tables": tabs, "trivial_baseline": baseline, "runs": [{k: v for k, v in r.items() if k != "demo_args"} for r in results],
     }))
 
 

@@ -164,9 +164,7 @@ def coupled_ground(model: Any, input_ids, attention_mask, mm_token_type_ids, pix
     decode = torch.zeros(B, Fmax, dtype=torch.bool, device=device)
     texts, sources, malformed = [], [], []
     for i in range(B):
-        toks = new[i].tolist()
-        if im_end in toks and not min_new_tokens:
-            toks = toks[: toks.index(im_end)]
+        toks = new[i].tolist() if min_new_tokens else model.answer_tokens(new[i].tolist())
         texts.append(tokenizer.decode(toks, skip_special_tokens=True))
         n = int(frame_mask[i].sum())
         t = frame_timestamps[i, :n].float()

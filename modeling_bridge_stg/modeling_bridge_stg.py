@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -1275,13 +1276,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                     eos_token_id=self.im_end_token_id, suppress_tokens=list(cfg.bridge_token_ids),
                     pad_token_id=cfg.mllm_config.get_text_config().pad_token_id, return_dict_in_generate=True)
 
+    def answer_tokens(self, row: Sequence[int]) -> list[int]:
+        """A generated row's answer: its tokens before the first `<|im_end|>` (all of them when it has none, i.e. the
+        generation was cut by its token budget)."""
+        row = [int(t) for t in row]
+        return row[: row.index(self.im_end_token_id)] if self.im_end_token_id in row else row
+
     def _answers(self, generated: torch.Tensor, tokenizer: Any) -> list[str]:
         """The decoded answers of generated token rows, each up to its `<|im_end|>`."""
-        texts = []
-        for row in generated.tolist():
-            toks = row[: row.index(self.im_end_token_id)] if self.im_end_token_id in row else row
-            texts.append(tokenizer.decode(toks, skip_special_tokens=True))
-        return texts
+        return [tokenizer.decode(self.answer_tokens(row), skip_special_tokens=True) for row in generated.tolist()]
 
     def _generate_shared_prefix(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
                                 frame_mask, pixel_values_videos, video_features, tokenizer, max_new_tokens, groups):
@@ -1389,8 +1392,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         cont_mask = torch.zeros(B, K + 2, dtype=attention_mask.dtype, device=device)
         answers = []
         for i, row in enumerate(generated.tolist()):
-            end = row.index(im_end) if im_end in row else None
-            answer = row[: end + 1] if end is not None else row + [im_end]
+            answer = self.answer_tokens(row) + [im_end]
             answers.append(answer)
             gen_mask[i, : min(len(answer), T - 1)] = 1
             unfed = answer[T - 1:]  # what the cache lacks: the last generated token and / or an appended <|im_end|>

@@ -367,7 +367,9 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         res = evaluate_clips(model, processor, val_clips, "val", progress=False)
         eval_time += time.perf_counter() - e0
         point = {"step": step, "train_minutes": round((time.perf_counter() - t0 - eval_time) / 60.0, 2), **_headline(res),
-                 "loss": round(ema.get("loss", float("nan")), 4)}
+                 "loss": round(ema.get("loss", float("nan")), 4),
+                 # running means of the loss's parts: the STVG terms and, with auxiliary tasks, each task's own loss
+                 "losses": {k: round(v, 4) for k, v in ema.items() if k != "loss"}}
         if len(res["families"]) > 1:
             point["families"] = {f: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                                  for f, r in res["families"].items()}

@@ -265,12 +265,10 @@ class TubeReward:
         model, prompts = self.model, samples[0].prompts
         idx = [s.index for s in samples]
         b = prompts.batch
-        im_end = model.im_end_token_id
         answers, texts = [], []
         for ids in completion_ids:
-            ids = [int(t) for t in ids]
-            cut = ids[: ids.index(im_end)] if im_end in ids else ids
-            answers.append(cut + [im_end])
+            cut = model.answer_tokens(ids)
+            answers.append(cut + [model.im_end_token_id])
             texts.append(self.processor.tokenizer.decode(cut, skip_special_tokens=True))
         seq, mask, types = model._append_bridge_tokens(b["input_ids"][idx], b["attention_mask"][idx],
                                                        b["mm_token_type_ids"][idx], answers)

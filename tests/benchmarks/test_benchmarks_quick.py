@@ -103,6 +103,9 @@ def test_transfer_quick(tmp_path) -> None:
         assert 0.0 <= r["stvg"]["all"]["m_vIoU"] <= 1.0 and 0.0 <= r["tvg"]["all"]["m_tIoU"] <= 1.0
         assert 0.0 <= r["rec"]["all"]["accuracy@0.5"] <= 1.0 and r["rec"]["num_queries"] == 2 and r["tvg"]["num_queries"] == 4
     for key in ("stvg_m_vIoU", "stvg_m_tIoU", "aux_tasks"):
-        assert "| stvg+tvg+rec |" in out["tables"][key]
+        assert "| stvg+tvg+rec |" in out["tables"][key] and "| trivial baseline |" in out["tables"][key]
+    base = out["trivial_baseline"]  # the whole clip / a centred box on the same test items
+    assert base["tvg"]["all"]["R@0.3"] >= base["tvg"]["all"]["R@0.5"] >= base["tvg"]["all"]["R@0.7"]
+    assert 0.0 <= base["rec"]["all"]["m_IoU"] <= 1.0 and set(base["stvg"]["families"]) == set(out["families"])
     again, _ = run_quick("transfer.py", "--out", str(tmp_path), "--table")  # tabulates, trains nothing
     assert again["tables"] == out["tables"] and again["missing"] == []

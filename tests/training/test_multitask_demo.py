@@ -4,6 +4,7 @@ a few multi-task demo steps, per-task scoring of items in memory."""
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -76,6 +77,10 @@ def test_demo_with_aux_tasks_trains_and_scores_each_task(tmp_path):
     summary = train_demo(args, progress=False)
     assert summary["steps"] == 2 and tuple(summary["args"]["aux_tasks"]) == ("tvg", "rec")
     assert json.loads((tmp_path / "ckpt" / "training_summary.json").read_text())["steps"] == 2
+    # the learning curve keeps each task's loss apart (the step's total is their weighted sum)
+    losses = summary["validation"]["losses"]
+    assert {"stvg", "tvg", "rec"} <= set(losses) and all(math.isfinite(v) for v in losses.values())
+    assert all(losses[t] > 0 for t in ("stvg", "tvg", "rec"))
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
 
     model = BridgeSTGForVideoGrounding.from_pretrained(tmp_path / "ckpt").eval()
