@@ -2,7 +2,7 @@
 STVG + REC vs all three, scored on fresh STVG clips of every query family, and each auxiliary task's own score.
 
     python benchmarks/transfer.py [--quick] [--configs stvg,stvg+tvg,stvg+rec,stvg+tvg+rec] [--seeds 0,1,2]
-                                  [--steps N] [--clips-per-family 50] [--threads 1] [--jobs 1] [--out DIR] [--table]
+                                  [--steps N] [--clips-per-family 50] [--threads 1] [--jobs 1] [--out DIR] [--table] [--losses]
 
 Every run is :func:`bridge_stg.training.demo.train_demo` with the demo recipe's current defaults
 (``DemoTrainingArguments()``, ``DemoModelArguments()``: model sizes, batch, optimizer, schedule, curriculum) and
@@ -25,6 +25,10 @@ and the checkpoint beside it; a rerun reuses the finished results with the same 
 family, mean ± population std over the seeds, and the auxiliary tasks' scores, each with a last row for the trivial
 baseline on the same test items (the whole clip as the span, a centred box of 0.28 of the shorter side). The last
 stdout line is one JSON object.
+
+``--losses`` adds each auxiliary task's training objective (teacher-forced loss) on its test items under every finished
+run's checkpoint, mean ± std per configuration: whether training on a task lowered its own held-out loss, which the
+scores alone do not show while the boxes are still on the plateau (docs/benchmark.md).
 
 ``--quick``: 2 steps, seed 0, 1 test clip per family (a smoke test of the script, not a measurement).
 """
@@ -152,6 +156,48 @@ def trivial_baseline(clips_per_family: int, families: list[str]) -> dict[str, An
     return out
 
 
+def aux_losses(out_dir: str, results: list[dict[str, Any]], clips_per_family: int, families: list[str],
+               threads: int) -> dict[str, dict[str, float]]:
+    """The training objective of each auxiliary task on its test items (the same items as the scores), teacher-forced,
+    under every finished run's checkpoint (``DIR/<config>_seed<seed>``): did training on a task lower its own loss on
+    items it never saw? ``{"<config> seed <seed>": {"tvg": loss, "rec": loss}}``, each a mean over the items."""
+    import torch
+
+    from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
+    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, render_task_items, task_batch
+
+    torch.set_num_threads(threads)
+    items = {t: render_task_items(t, AUX_STREAMS[t]["test"], TEST_SEED, 0, clips_per_family * len(aux_families(t, families)),
+                                  aux_families(t, families)) for t in ("tvg", "rec")}
+    out: dict[str, dict[str, float]] = {}
+    for r in results:
+        if "error" in r:
+            continue
+        folder = Path(out_dir) / f"{r['config']}_seed{r['seed']}"
+        model = BridgeSTGForVideoGrounding.from_pretrained(folder).eval()
+        processor = BridgeSTGProcessor.from_pretrained(folder)
+        losses = {}
+        with torch.no_grad():
+            for task, its in items.items():
+                total = 0.0
+                for s in range(0, len(its), 16):
+                    batch = task_batch(processor, its[s: s + 16])
+                    loss = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}).loss
+                    total += float(loss) * len(its[s: s + 16])
+                losses[task] = round(total / len(its), 4)
+        out[f"{r['config']} seed {r['seed']}"] = losses
+    return out
+
+
+def losses_table(losses: dict[str, dict[str, float]], configs: list[str]) -> str:
+    lines = ["| config | tvg loss | rec loss | seeds |", "|---|---|---|---|"]
+    for c in configs:
+        rs = [v for k, v in losses.items() if k.rsplit(" seed ", 1)[0] == c]
+        if rs:
+            lines.append(f"| {c} | {_cell([v['tvg'] for v in rs])} | {_cell([v['rec'] for v in rs])} | {len(rs)} |")
+    return "\n".join(lines)
+
+
 def _safe_run(*call: Any) -> dict[str, Any]:
     return guarded_run(run_one, ("config", "seed"), *call)
 
@@ -211,6 +257,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: %(default)s)")
     p.add_argument("--out", default=None, help="result JSONs + checkpoints (default: a new temporary folder)")
     p.add_argument("--table", action="store_true", help="train nothing: tabulate the results found in --out")
+    p.add_argument("--losses", action="store_true",
+                   help="also the auxiliary tasks' held-out training loss under every finished run's checkpoint")
     args = p.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     families = [f for f in args.families.split(",") if f]
@@ -269,11 +317,16 @@ def main() -> None:
     baseline = trivial_baseline(cpf, families)
     tabs = tables(results, configs, baseline)
     ok = [r for r in results if "error" not in r]
+    losses = aux_losses(out_dir, results, cpf, families, args.threads) if args.losses else None
+    if losses is not None:
+        tabs["aux_losses"] = losses_table(losses, configs)
     commits = sorted({str((r.get("git") or {}).get("commit")) + (" (dirty)" if (r.get("git") or {}).get("dirty") else "")
                       for r in ok})
     print(f"\n### STVG m_vIoU per family (mean ± population std over seeds {seeds}, {steps} steps, {cpf} test clips per "
           f"family)\n\n{tabs['stvg_m_vIoU']}\n\n### STVG m_tIoU per family\n\n{tabs['stvg_m_tIoU']}\n\n"
-          f"### auxiliary tasks ({cpf} test items per family)\n\n{tabs['aux_tasks']}\n\ncommits: {', '.join(commits)}",
+          f"### auxiliary tasks ({cpf} test items per family)\n\n{tabs['aux_tasks']}\n\n"
+          + (f"### auxiliary tasks' held-out training loss (teacher-forced)\n\n{tabs['aux_losses']}\n\n" if losses else "")
+          + f"commits: {', '.join(commits)}",
           flush=True)
     print(json.dumps({
         "benchmark": "transfer", "machine": machine(),
@@ -284,7 +337,7 @@ def main() -> None:
         "out": out_dir, "commits": commits, "git": git_commit(),
         "missing": [f"{c} seed {s}" for s in seeds for c in configs
                     if not any(r["config"] == c and r["seed"] == s and "error" not in r for r in results)],
-        "tables": tabs, "trivial_baseline": baseline, "runs": [{k: v for k, v in r.items() if k != "demo_args"} for r in results],
+        "tables": tabs, "trivial_baseline": baseline, "aux_losses": losses, "runs": [{k: v for k, v in r.items() if k != "demo_args"} for r in results],
     }))
 
 

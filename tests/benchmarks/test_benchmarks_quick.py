@@ -107,5 +107,9 @@ def test_transfer_quick(tmp_path) -> None:
     base = out["trivial_baseline"]  # the whole clip / a centred box on the same test items
     assert base["tvg"]["all"]["R@0.3"] >= base["tvg"]["all"]["R@0.5"] >= base["tvg"]["all"]["R@0.7"]
     assert 0.0 <= base["rec"]["all"]["m_IoU"] <= 1.0 and set(base["stvg"]["families"]) == set(out["families"])
-    again, _ = run_quick("transfer.py", "--out", str(tmp_path), "--table")  # tabulates, trains nothing
-    assert again["tables"] == out["tables"] and again["missing"] == []
+    again, _ = run_quick("transfer.py", "--out", str(tmp_path), "--table", "--losses")  # tabulates, trains nothing
+    assert {k: again["tables"][k] for k in out["tables"]} == out["tables"] and again["missing"] == []
+    # the auxiliary tasks' held-out loss under each run's checkpoint
+    assert set(again["aux_losses"]) == {f"{c} seed 0" for c in out["configs"]}
+    assert all(0.0 < v < float("inf") for run in again["aux_losses"].values() for v in run.values())
+    assert "| stvg+rec |" in again["tables"]["aux_losses"] and out["aux_losses"] is None
