@@ -28,7 +28,7 @@ stdout line is one JSON object.
 
 ``--losses`` adds each auxiliary task's training objective (teacher-forced loss) on its test items under every finished
 run's checkpoint, mean ± std per configuration: whether training on a task lowered its own held-out loss, which the
-scores alone do not show while the boxes are still on the plateau (docs/benchmark.md).
+scores alone do not show while the boxes are still on the plateau (docs/method.md §3.17).
 
 ``--quick``: 2 steps, seed 0, 1 test clip per family (a smoke test of the script, not a measurement).
 """
