@@ -132,7 +132,7 @@ def trivial_baseline(clips_per_family: int, families: list[str]) -> dict[str, An
     """The trivial baseline's scores on the same test items as :func:`run_one`: the whole clip as the span and a
     centred box (``trivial_baseline_rows``: side 0.28 of the shorter side) for STVG and REC, the whole clip for tvg."""
     from bridge_stg.evaluation.task_metrics import compute_task_metrics
-    from bridge_stg.training.demo import TEST_STREAM, render_clips, score_clips, trivial_baseline_rows
+    from bridge_stg.training.demo import TEST_STREAM, centred_box, render_clips, score_clips, trivial_baseline_rows
     from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, reference_rows, render_task_items
 
     clips = render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
@@ -146,11 +146,8 @@ def trivial_baseline(clips_per_family: int, families: list[str]) -> dict[str, An
         if task == "tvg":
             rows = [{"query_id": r["query_id"], "span": [0, r["num_frames"]]} for r in refs]
         else:
-            rows = []
-            for r in refs:  # the same centred box as trivial_baseline_rows, on the image (frame 0)
-                side, cx, cy = 0.28 * min(r["width"], r["height"]), r["width"] / 2, r["height"] / 2
-                rows.append({"query_id": r["query_id"], "frame_ids": [0],
-                             "boxes": [[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]]})
+            rows = [{"query_id": r["query_id"], "frame_ids": [0], "boxes": [centred_box(r["width"], r["height"])]}
+                    for r in refs]  # the box of trivial_baseline_rows, on the image (frame 0)
         res = compute_task_metrics(task, refs, rows)
         out[task] = {"all": _round({k: res[k] for k in (TVG_KEYS if task == "tvg" else REC_KEYS)})}
     return out
@@ -174,6 +171,9 @@ def aux_losses(out_dir: str, results: list[dict[str, Any]], clips_per_family: in
         if "error" in r:
             continue
         folder = Path(out_dir) / f"{r['config']}_seed{r['seed']}"
+        if not (folder / "config.json").is_file():
+            print(f"{folder}: no checkpoint, no held-out losses for {r['config']} seed {r['seed']}", flush=True)
+            continue
         model = BridgeSTGForVideoGrounding.from_pretrained(folder).eval()
         processor = BridgeSTGProcessor.from_pretrained(folder)
         losses = {}

@@ -217,6 +217,12 @@ def reference_rows(clips: Sequence[SyntheticClip], prefix: str) -> list[dict[str
     return [c.row(f"{prefix}_{i}", f"{prefix}_{i}", f"{prefix}_{i}.mp4") for i, c in enumerate(clips)]
 
 
+def centred_box(width: float, height: float, box_fraction: float = 0.28) -> list[float]:
+    """The trivial baseline's box: a centred square, side ``box_fraction`` × the shorter side, ``[x1, y1, x2, y2]``."""
+    side, cx, cy = box_fraction * min(width, height), width / 2, height / 2
+    return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+
+
 def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fraction: float = 0.28) -> list[dict[str, Any]]:
     """The trivial baseline: the whole clip as span and a centred square box (side = ``box_fraction`` ×
     the shorter side; 0.28 is the mean target size of ``DEMO_SPEC``) on every scored frame."""
@@ -224,9 +230,7 @@ def trivial_baseline_rows(clips: Sequence[SyntheticClip], prefix: str, box_fract
 
     rows = []
     for i, c in enumerate(clips):
-        side = box_fraction * min(c.width, c.height)
-        cx, cy = c.width / 2, c.height / 2
-        box = [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
+        box = centred_box(c.width, c.height, box_fraction)
         grid = tubedetr_grid(0, c.num_frames, c.fps).tolist()
         rows.append({"query_id": f"{prefix}_{i}", "span": [0, c.num_frames], "frame_ids": grid, "boxes": [box] * len(grid)})
     return rows
@@ -551,7 +555,7 @@ def export_demo_checkpoint(
 
 
 __all__ = [
-    "demo_checkpoint_path", "export_demo_checkpoint", "DEMO_FAMILIES", "DEMO_METHOD_OPTIONS", "demo_learning_rate", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "centred_box", "export_demo_checkpoint", "DEMO_FAMILIES", "DEMO_METHOD_OPTIONS", "demo_learning_rate", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
     "trivial_baseline_rows", "evaluate_clips", "train_demo", "demo_training_procedure", "write_demo_model_card",
 ]
