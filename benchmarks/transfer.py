@@ -81,16 +81,28 @@ def _round(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in d.items()}
 
 
+def scored_items(task: str, clips_per_family: int, families: list[str]) -> list[Any]:
+    """The test items every run is scored on, the same in every configuration and seed: ``clips_per_family`` per family
+    from the task's test stream (seed ``TEST_SEED``, families round robin) -- STVG clips of ``families``, or tvg / rec
+    items of the families that have a form of the task."""
+    from bridge_stg.training.demo import TEST_STREAM, render_clips
+    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, render_task_items
+
+    if task == "stvg":
+        return render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
+    fams = aux_families(task, families)
+    return render_task_items(task, AUX_STREAMS[task]["test"], TEST_SEED, 0, clips_per_family * len(fams), fams)
+
+
 def run_one(config: str, seed: int, steps: int, clips_per_family: int, families: list[str], threads: int,
             out_dir: str, command: str) -> dict[str, Any]:
     """Train one configuration for one seed, score it on the three tasks' test items, write and return the result."""
     import torch
 
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
-    from bridge_stg.training.demo import TEST_STREAM, DemoTrainingArguments, render_clips, train_demo
-    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, evaluate_task_items, render_task_items
+    from bridge_stg.training.demo import DemoTrainingArguments, score_clips, train_demo
+    from bridge_stg.training.multitask_demo import evaluate_task_items
     from bridge_stg.training.predict import predict_clips
-    from bridge_stg.training.demo import score_clips
 
     torch.set_num_threads(threads)
     run_dir = Path(out_dir) / f"{config}_seed{seed}"
@@ -105,14 +117,13 @@ def run_one(config: str, seed: int, steps: int, clips_per_family: int, families:
     model = BridgeSTGForVideoGrounding.from_pretrained(run_dir).eval()
     processor = BridgeSTGProcessor.from_pretrained(run_dir)
     e0 = time.perf_counter()
-    clips = render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
+    clips = scored_items("stvg", clips_per_family, families)
     rows, _ = predict_clips(model, processor, clips, "test", progress=False)
     stvg = score_clips(clips, rows, "test")
     scores: dict[str, Any] = {"stvg": {"all": _round({k: stvg["all"].get(k) for k in STVG_KEYS[:4]}),
                                        "families": {f: _round(r) for f, r in stvg["families"].items()}}}
     for task in ("tvg", "rec"):
-        fams = aux_families(task, families)
-        items = render_task_items(task, AUX_STREAMS[task]["test"], TEST_SEED, 0, clips_per_family * len(fams), fams)
+        items = scored_items(task, clips_per_family, families)
         res = evaluate_task_items(model, processor, items, f"test_{task}")
         keys = TVG_KEYS if task == "tvg" else REC_KEYS
         scores[task] = {"all": _round({k: res[k] for k in keys}), "num_queries": res["num_queries"],
@@ -132,17 +143,15 @@ def trivial_baseline(clips_per_family: int, families: list[str]) -> dict[str, An
     """The trivial baseline's scores on the same test items as :func:`run_one`: the whole clip as the span and a
     centred box (``trivial_baseline_rows``: side 0.28 of the shorter side) for STVG and REC, the whole clip for tvg."""
     from bridge_stg.evaluation.task_metrics import compute_task_metrics
-    from bridge_stg.training.demo import TEST_STREAM, centred_box, render_clips, score_clips, trivial_baseline_rows
-    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, reference_rows, render_task_items
+    from bridge_stg.training.demo import centred_box, score_clips, trivial_baseline_rows
+    from bridge_stg.training.multitask_demo import reference_rows
 
-    clips = render_clips(TEST_STREAM, TEST_SEED, 0, clips_per_family * len(families), families=families)
+    clips = scored_items("stvg", clips_per_family, families)
     stvg = score_clips(clips, trivial_baseline_rows(clips, "test"), "test")
     out: dict[str, Any] = {"stvg": {"all": _round({k: stvg["all"].get(k) for k in STVG_KEYS[:4]}),
                                     "families": {f: _round(r) for f, r in stvg["families"].items()}}}
     for task in ("tvg", "rec"):
-        fams = aux_families(task, families)
-        items = render_task_items(task, AUX_STREAMS[task]["test"], TEST_SEED, 0, clips_per_family * len(fams), fams)
-        refs = reference_rows(items, f"test_{task}")
+        refs = reference_rows(scored_items(task, clips_per_family, families), f"test_{task}")
         if task == "tvg":
             rows = [{"query_id": r["query_id"], "span": [0, r["num_frames"]]} for r in refs]
         else:
@@ -161,11 +170,10 @@ def aux_losses(out_dir: str, results: list[dict[str, Any]], clips_per_family: in
     import torch
 
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
-    from bridge_stg.training.multitask_demo import AUX_STREAMS, aux_families, render_task_items, task_batch
+    from bridge_stg.training.multitask_demo import task_batch
 
     torch.set_num_threads(threads)
-    items = {t: render_task_items(t, AUX_STREAMS[t]["test"], TEST_SEED, 0, clips_per_family * len(aux_families(t, families)),
-                                  aux_families(t, families)) for t in ("tvg", "rec")}
+    items = {t: scored_items(t, clips_per_family, families) for t in ("tvg", "rec")}
     out: dict[str, dict[str, float]] = {}
     for r in results:
         if "error" in r:
@@ -181,9 +189,10 @@ def aux_losses(out_dir: str, results: list[dict[str, Any]], clips_per_family: in
             for task, its in items.items():
                 total = 0.0
                 for s in range(0, len(its), 16):
-                    batch = task_batch(processor, its[s: s + 16])
+                    chunk = its[s: s + 16]
+                    batch = task_batch(processor, chunk)
                     loss = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}).loss
-                    total += float(loss) * len(its[s: s + 16])
+                    total += float(loss) * len(chunk)  # the loss is a mean over the chunk's items
                 losses[task] = round(total / len(its), 4)
         out[f"{r['config']} seed {r['seed']}"] = losses
     return out
