@@ -88,6 +88,9 @@ class BridgeSTGConfig(PreTrainedConfig):
         frame_evidence (`bool`, defaults to `False`): give each frame of a temporal group its own visual evidence
             in the decoder memory (a projection of that frame's pixels per merged token, added to the group's
             tokens), so that a box can follow the target within a group.
+        reference_learned_scale (`bool`, defaults to `False`): multiply the box head's reference-point logits by a
+            learned scale (`exp` of a parameter that starts at 0) before the softmax that weights the tokens' boxes, so
+            the box loss can sharpen that attention directly (`loss_reference` still reads the unscaled logits).
         num_positive_frames (`int`, defaults to 16): positive frames sampled per clip in training.
         num_negative_frames (`int`, defaults to 4): negative frames sampled per clip in training.
         sample_fps (`float`, defaults to 2.0), max_frames (`int`, defaults to 64), min_frames (`int`,
@@ -147,6 +150,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     relevance_bias_init: float = -5.0
     decoder_frame_sampling: str = "random"
     frame_evidence: bool = False
+    reference_learned_scale: bool = False
     bridge_in_decoder: bool = True
     reference_supervision: str = "mass"
     num_positive_frames: int = 16
@@ -220,7 +224,8 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.decoder_init, "decoder_init", ("normal", "fan_in"))
         _check_choice(self.decoder_frame_sampling, "decoder_frame_sampling", ("random", "contiguous"))
         _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
-        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta", "bridge_in_decoder"):
+        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta", "bridge_in_decoder",
+                     "reference_learned_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if not (isinstance(self.relevance_bias_init, (int, float)) and math.isfinite(self.relevance_bias_init)):

@@ -466,6 +466,8 @@ class BridgeSTGDecoderHeads(nn.Module):
             self.ref_key = nn.Linear(d, d)
             self.ref_cond = nn.Linear(d, d)
             self.ref_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+            # `reference_learned_scale`: log of the scale applied to the scores before the softmax (0 at init)
+            self.ref_log_scale = nn.Parameter(torch.zeros(())) if config.reference_learned_scale else None
 
     def forward(
         self,
@@ -485,8 +487,11 @@ class BridgeSTGDecoderHeads(nn.Module):
         d = h.shape[-1]
         keys = memory.project(self.ref_key) if ref_keys is None else ref_keys
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
-        scores = scores.masked_fill(~memory.valid, torch.finfo(scores.dtype).min)
-        weights = scores.softmax(-1)  # (B, S, M)
+        # the scale multiplies before the padding is masked, so a padded token stays at the floor (no overflow)
+        logits = scores if self.ref_log_scale is None else scores * self.ref_log_scale.exp()
+        floor = torch.finfo(scores.dtype).min
+        scores = scores.masked_fill(~memory.valid, floor)
+        weights = logits.masked_fill(~memory.valid, floor).softmax(-1)  # (B, S, M)
         raw = self.ref_mlp(F.relu(memory.values() + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)
         token_boxes = torch.cat([centre, raw[..., 2:].sigmoid()], dim=-1)
@@ -646,6 +651,8 @@ class BridgeSTGPreTrainedModel(PreTrainedModel):
             # the time of a frame is the only thing telling apart the two frames of a temporal group:
             # keep its embedding at unit scale instead of the tiny default init
             init.normal_(module.time_proj.weight, mean=0.0, std=module.hidden**-0.5)
+        elif isinstance(module, BridgeSTGDecoderHeads) and getattr(module, "ref_log_scale", None) is not None:
+            init.zeros_(module.ref_log_scale)
         elif isinstance(module, BridgeSTGTemporalHead):
             init.constant_(module.rel_alpha, 10.0)
             init.constant_(module.rel_beta, float(self.config.relevance_bias_init))

@@ -83,6 +83,43 @@ def test_reference_loss_supervises_where_the_box_head_looks(compact_tokenizer):
     assert float(mlp(**_train_batch(p3)).loss_reference) == 0.0
 
 
+def test_reference_learned_scale_sharpens_the_box_heads_softmax(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, reference_learned_scale=True, loss_reference_weight=1.0)
+    heads = model.qgsl.heads
+    assert float(heads.ref_log_scale) == 0.0  # scale 1 at init: the same box as without the option
+    batch = _train_batch(processor)
+    out = model(**batch)
+    out.loss.backward()
+    assert heads.ref_log_scale.grad is not None and float(heads.ref_log_scale.grad) != 0.0
+    # a larger scale moves the box towards the highest-scoring token's box; the scores (what loss_reference reads)
+    # do not change
+    d = model.config.decoder_hidden_size
+    x = torch.randn(1, 2, model.config.num_bridge_queries, d)
+    from bridge_stg.modeling_bridge_stg import BridgeSTGSlotMemory
+    mem = torch.randn(1, 2, 16, d)
+    slot_group = torch.tensor([[0, 1]])
+    memory = BridgeSTGSlotMemory(mem, torch.zeros_like(mem), torch.ones(1, 2, 16, dtype=torch.bool), slot_group)
+    centres = torch.rand(1, 2, 16, 2)
+    sizes = torch.full((1, 2, 2), 0.25)
+    with torch.no_grad():
+        box1, _, scores1 = heads(x, memory, centres, sizes)
+        heads.ref_log_scale.fill_(3.0)
+        box2, _, scores2 = heads(x, memory, centres, sizes)
+    torch.testing.assert_close(scores1, scores2)
+    assert not torch.allclose(box1, box2)
+    # padded tokens stay out of the softmax at any scale
+    memory_pad = BridgeSTGSlotMemory(mem, torch.zeros_like(mem), torch.arange(16).expand(1, 2, 16) < 4, slot_group)
+    with torch.no_grad():
+        box3, _, _ = heads(x, memory_pad, centres, sizes)
+    assert torch.isfinite(box3).all()
+    # checkpoints without the option have no such parameter
+    plain, _ = _build(compact_tokenizer)
+    assert plain.qgsl.heads.ref_log_scale is None
+    with pytest.raises(ValueError, match="reference_learned_scale"):
+        BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", compact_tokenizer),
+                        **tiny_bridge_kwargs(reference_learned_scale="yes"))
+
+
 def test_contiguous_sampling_takes_a_run_and_its_nearest_negatives():
     labels = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -100, -100]])
     mask = labels != -100
