@@ -57,7 +57,7 @@ TEST_STREAM = 3
 
 #: optimizer steps of the shipped demo checkpoint's recipe (``bridge-stg demo --train`` default)
 DEMO_RECIPE_STEPS = 3500
-#: wall-clock cap of that recipe in minutes (the shipped run needed 58 on a shared 2-core CPU)
+#: wall-clock cap of that recipe in minutes (the shipped run needed 60 on a shared 2-core CPU)
 DEMO_RECIPE_MINUTES_CAP = 118.0
 
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
@@ -68,10 +68,12 @@ NUM_BRIDGE_QUERIES = 4
 #: the method options of the shipped recipe, chosen by measurement on the synthetic benchmark (docs/method.md §3.17):
 #: a normalised bridge projection and fan-in initialisation (the query reaches the decoder from step 0), the relevance
 #: bias at 0 and the box head's reference-point scores supervised (BCE on the tokens whose cell overlaps the target);
-#: the query stays before the video (after it, the recipe's run did not leave the plateau in its appearance phase)
+#: the query stays before the video (after it, the recipe's run did not leave the plateau in its appearance phase);
+#: the decoder's memory is the LLM's states at the video tokens (with it all three seeds left the plateau in the
+#: appearance phase, with vision memory one in three did not: docs/method.md §3.21)
 DEMO_METHOD_OPTIONS: dict[str, Any] = {
     "bridge_query_norm": True, "decoder_init": "fan_in", "relevance_bias_init": 0.0,
-    "reference_supervision": "bce", "loss_reference_weight": 1.0,
+    "reference_supervision": "bce", "loss_reference_weight": 1.0, "visual_memory": "llm",
 }
 
 
