@@ -163,7 +163,8 @@ class DemoTrainingArguments:
     #: cosine over the phase's steps), so the second phase starts like a fine-tuning of the first phase's model rather
     #: than in the middle of one long schedule; needs ``max_steps``
     restart_schedule: bool = True
-    #: the peak learning rate of the second phase with ``restart_schedule`` (default: ``learning_rate``)
+    #: the learning rate of the curriculum's second phase (default: ``learning_rate``): its peak with
+    #: ``lr_schedule="cosine"`` and ``restart_schedule``, its constant value with ``lr_schedule="constant"``
     mix_learning_rate: float | None = None
     #: ``"constant"``: ``learning_rate`` at every step (the shipped checkpoint's run, docs/method.md §3.18: its
     #: per-phase cosine was computed but, by a bug fixed since, never applied to the optimizer); ``"cosine"``: warm-up
@@ -304,7 +305,8 @@ def _lr_factor(step: int, progress: float, warmup: int, min_ratio: float) -> flo
 def demo_learning_rate(args: DemoTrainingArguments, step: int, clock_progress: float) -> float:
     """The learning rate of optimizer step ``step`` (``clock_progress``: the share of the time budget spent).
 
-    ``lr_schedule="constant"``: ``learning_rate``. ``"cosine"``: one schedule (linear warm-up, cosine to ``min_lr_ratio``)
+    ``lr_schedule="constant"``: ``learning_rate`` (with a curriculum, ``mix_learning_rate`` from the second phase on,
+    when set). ``"cosine"``: one schedule (linear warm-up, cosine to ``min_lr_ratio``)
     over the run's progress, the larger of its share of
     ``max_steps`` and of ``minutes``; with a curriculum and ``restart_schedule``, one such schedule per phase, each over
     its own steps (the second phase peaking at ``mix_learning_rate``). A run shorter than the first phase is all first
@@ -316,6 +318,8 @@ def demo_learning_rate(args: DemoTrainingArguments, step: int, clock_progress: f
     if args.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule: 'constant' or 'cosine', got {args.lr_schedule!r}")
     if args.lr_schedule == "constant":
+        if args.mix_learning_rate is not None and 0 < args.family_warmup_steps <= step:
+            return args.mix_learning_rate
         return args.learning_rate
     if args.restart_schedule and args.family_warmup_steps > 0:
         if args.max_steps is None:
@@ -469,7 +473,9 @@ def demo_training_procedure(
         schedule += (f"; curriculum: the first {a['family_warmup_steps']} steps on {first} only, then every family"
                      + (f", each phase with its own warm-up and cosine (second phase peak lr "
                         f"{a.get('mix_learning_rate') or a['learning_rate']:g})"
-                        if a.get("restart_schedule") and not constant else ""))
+                        if a.get("restart_schedule") and not constant else "")
+                     + (f", the second phase at a constant lr {a['mix_learning_rate']:g}"
+                        if constant and a.get("mix_learning_rate") else ""))
     command = a.get("command") or (
         f"bridge-stg demo --train --minutes {a['minutes']:g} --seed {a['seed']}"
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"

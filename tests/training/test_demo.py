@@ -127,6 +127,11 @@ def test_curriculum_schedule_restarts_per_phase() -> None:
         demo_learning_rate(DemoTrainingArguments(max_steps=None, restart_schedule=True, lr_schedule="cosine"), 0, 0.0)
     # the shipped recipe's schedule: constant (what its run trained with)
     assert {demo_learning_rate(DemoTrainingArguments(), s, 0.0) for s in (0, 999, 1000, 3499)} == {1e-3}
+    # constant per phase: mix_learning_rate from the second phase on
+    mixed = DemoTrainingArguments(mix_learning_rate=2e-4)
+    assert [demo_learning_rate(mixed, s, 0.0) for s in (0, 999, 1000, 3499)] == [1e-3, 1e-3, 2e-4, 2e-4]
+    no_curriculum = DemoTrainingArguments(mix_learning_rate=2e-4, family_warmup_steps=0)
+    assert demo_learning_rate(no_curriculum, 3000, 0.0) == 1e-3
 
 
 def test_the_optimizer_trains_at_the_scheduled_rate(tmp_path: Path, monkeypatch) -> None:
