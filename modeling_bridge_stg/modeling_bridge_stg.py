@@ -487,11 +487,13 @@ class BridgeSTGDecoderHeads(nn.Module):
         d = h.shape[-1]
         keys = memory.project(self.ref_key) if ref_keys is None else ref_keys
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
-        # the scale multiplies before the padding is masked, so a padded token stays at the floor (no overflow)
-        logits = scores if self.ref_log_scale is None else scores * self.ref_log_scale.exp()
         floor = torch.finfo(scores.dtype).min
-        scores = scores.masked_fill(~memory.valid, floor)
-        weights = logits.masked_fill(~memory.valid, floor).softmax(-1)  # (B, S, M)
+        masked = scores.masked_fill(~memory.valid, floor)
+        if self.ref_log_scale is None:
+            weights = masked.softmax(-1)  # (B, S, M)
+        else:  # scaled before the padding is masked, so a padded token stays at the floor (no overflow)
+            weights = (scores * self.ref_log_scale.exp()).masked_fill(~memory.valid, floor).softmax(-1)
+        scores = masked
         raw = self.ref_mlp(F.relu(memory.values() + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)
         token_boxes = torch.cat([centre, raw[..., 2:].sigmoid()], dim=-1)
