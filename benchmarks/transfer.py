@@ -244,8 +244,9 @@ def tables(results: list[dict[str, Any]], configs: list[str], baseline: dict[str
         if rs:
             cells = [_cell([r["tvg"]["all"][k] for r in rs]) for k in ("m_tIoU", "R@0.5", "R@0.7")]
             cells += [_cell([r["rec"]["all"][k] for r in rs]) for k in REC_KEYS]
-            trained = ", ".join(["stvg", *CONFIGS[c]]) if c in CONFIGS else "–"
-            lines.append(f"| {c} | {trained} | " + " | ".join(cells) + f" | {len(rs) if c in CONFIGS else '–'} |")
+            known = c in CONFIGS
+            trained = ", ".join(["stvg", *CONFIGS[c]]) if known else "–"
+            lines.append(f"| {c} | {trained} | " + " | ".join(cells) + f" | {len(rs) if known else '–'} |")
     out["aux_tasks"] = "\n".join(lines)
     return out
 

@@ -838,13 +838,12 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             last_hidden_state=out.last_hidden_state,
         )
 
-    def _shared_prefixes(self, input_ids, attention_mask, pixel_values_videos, video_grid_thw,
-                         frame_mask) -> list[list[int]] | None:
-        """With the query after the video: the samples of the batch that share their video and every token up to the
-        last `<|vision_end|>` (several queries on one video), grouped in first-seen order; None when no two do."""
+    def _shared_prefixes(self, input_ids, attention_mask, owner: list[int]) -> list[list[int]] | None:
+        """With the query after the video: the samples of the batch that share their video (`owner`, from
+        `_video_owners`) and every token up to the last `<|vision_end|>` (several queries on one video), grouped in
+        first-seen order; None when no two do."""
         if self.config.query_position != "after_video" or input_ids.shape[0] < 2:
             return None
-        owner = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)[3]
         vision_end = self.config.mllm_config.vision_end_token_id
         groups: dict[tuple, list[int]] = {}
         for i in range(input_ids.shape[0]):
@@ -886,20 +885,21 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
 
     def _suffix_block(self, members, input_ids, attention_mask, positions, P):
         """The tokens after the shared prefix of each sample of `members`, left-padded to one block: ids and mask
-        `(N, S)` and positions `(3, N, S)` (those of the full sequences; a pad slot, never attended to, takes the
-        position of the sample's first token)."""
+        `(N, S)` and, unless `positions` is None (generation computes its own), positions `(3, N, S)` (those of the
+        full sequences; a pad slot, never attended to, takes the position of the sample's first token)."""
         device = input_ids.device
         pad = int(self.config.mllm_config.get_text_config().pad_token_id or 0)
         tails = [input_ids[i][attention_mask[i].bool()][P:] for i in members]
         S = max(len(t) for t in tails)
         ids = torch.full((len(members), S), pad, dtype=torch.long, device=device)
         mask = torch.zeros(len(members), S, dtype=attention_mask.dtype, device=device)
-        pos = torch.zeros(3, len(members), S, dtype=positions.dtype, device=device)
+        pos = None if positions is None else torch.zeros(3, len(members), S, dtype=positions.dtype, device=device)
         for j, i in enumerate(members):
             t = len(tails[j])
             ids[j, S - t:], mask[j, S - t:] = tails[j], 1
-            pos_i = positions[:, i][:, attention_mask[i].bool()][:, P:]
-            pos[:, j, S - t:], pos[:, j, : S - t] = pos_i, pos_i[:, :1]
+            if pos is not None:
+                pos_i = positions[:, i][:, attention_mask[i].bool()][:, P:]
+                pos[:, j, S - t:], pos[:, j, : S - t] = pos_i, pos_i[:, :1]
         return ids, mask, pos
 
     def _encode_shared_prefix(self, input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
@@ -1024,7 +1024,13 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         output holds one entry per grid row of the batch, as the MLLM's forward expects (`mm_encoder_outputs`).
         `frame_mask` `(B, F)` gives each sample's number of temporal groups (without it every row is its own video).
         """
-        rows_per_sample, row_start, pixel_start, owner = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)
+        return self._encode_video(pixel_values_videos, video_grid_thw,
+                                  self._video_owners(pixel_values_videos, video_grid_thw, frame_mask))
+
+    def _encode_video(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor,
+                      owners: tuple[list[int], list[int], list[int], list[int]]) -> Any:
+        """`encode_video` with the batch's `_video_owners` already computed (`ground` needs them twice)."""
+        rows_per_sample, row_start, pixel_start, owner = owners
         unique = [owner.index(u) for u in range(max(owner) + 1)]  # the first sample of each distinct video
         if len(unique) == len(rows_per_sample):
             return self.mllm.model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
@@ -1222,10 +1228,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         if source == "text" and tokenizer is None:
             raise ValueError("ground(): span_source='text' needs `tokenizer=` to read the generated answer")
         frame_mask = frame_mask.bool()
+        # which samples show the same video: one encoder pass per video, one prefill per video with the query after it
+        owners = None
+        if video_features is None or (self.config.query_position == "after_video" and input_ids.shape[0] > 1):
+            owners = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)
         if video_features is None:
-            video_features = self.encode_video(pixel_values_videos, video_grid_thw, frame_mask)
+            video_features = self._encode_video(pixel_values_videos, video_grid_thw, owners)
+        owner = owners[3] if owners is not None else []
         if source == "text":  # generate the answer; the bridge tokens continue the generation's cache
-            shared = self._shared_prefixes(input_ids, attention_mask, pixel_values_videos, video_grid_thw, frame_mask)
+            shared = self._shared_prefixes(input_ids, attention_mask, owner)
             generating = self._encode_generating if shared is None else partial(self._generate_shared_prefix, groups=shared)
             enc, texts = generating(input_ids, attention_mask, mm_token_type_ids, video_grid_thw, frame_timestamps,
                                     frame_mask, pixel_values_videos, video_features, tokenizer, max_new_tokens)
@@ -1233,7 +1244,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             texts = ["" for _ in range(input_ids.shape[0])]
             ids, mask, types = self._append_bridge_tokens(input_ids, attention_mask, mm_token_type_ids,
                                                           [[] for _ in range(input_ids.shape[0])])
-            shared = self._shared_prefixes(ids, mask, pixel_values_videos, video_grid_thw, frame_mask)
+            shared = self._shared_prefixes(ids, mask, owner)
             if shared is not None:  # several queries after one video: its prefix is prefilled once
                 enc = self._encode_shared_prefix(ids, mask, types, video_grid_thw, frame_timestamps, frame_mask,
                                                  pixel_values_videos, video_features, shared)
@@ -1318,7 +1329,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                                                   video_grid_thw, video_features, row_start)
             cache = prefix.cache
             cache.batch_repeat_interleave(len(members))
-            suffix, suffix_mask, _ = self._suffix_block(members, input_ids, attention_mask, positions, P)
+            suffix, suffix_mask, _ = self._suffix_block(members, input_ids, attention_mask, None, P)
             head_types = mm_token_type_ids[first][attention_mask[first].bool()][:P]
             ids = torch.cat([seq[:P].expand(len(members), P), suffix], 1)
             mask = torch.cat([torch.ones(len(members), P, dtype=suffix_mask.dtype, device=device), suffix_mask], 1)

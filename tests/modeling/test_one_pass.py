@@ -223,11 +223,16 @@ def test_queries_after_one_video_share_its_prefill(compact_tokenizer, backbone):
     each query) and give what one forward per query gives; a query on another video in the batch is unaffected."""
     model, t, prefix = _after_video_batch(compact_tokenizer, backbone, "frame")
     counter = Counter(model)
+    owners, compare_videos = [], model._video_owners
+    model._video_owners = lambda *a: owners.append(compare_videos(*a)[3]) or compare_videos(*a)
     try:
         with torch.no_grad():
             shared = model.ground(**t)
     finally:
         counter.close()
+        del model._video_owners
+    # the batch's videos are compared once (pixels), for the encoder and for the prefix groups alike
+    assert owners == [[0, 0, 0, 0, 1]]
     K = model.config.num_bridge_queries
     lengths = t["attention_mask"].sum(1).tolist()
     # one prefill per distinct video prefix, then each group's suffixes (query + bridge tokens) in one batch
