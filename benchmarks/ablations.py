@@ -21,8 +21,9 @@ sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run
 * ``coupled``: ``grounding_mode="coupled"``: the MLLM alone is trained (LM loss) to write the span and one
   ``<t s>: (x1,y1,x2,y2)`` line per positive sampled frame; no bridge, no decoder.
 
-Budget: ``max_steps=--steps`` for every run with an unlimited time budget, so the cosine schedule is a function of
-the step alone; no periodic held-out evaluation. Test: the first ``--num-test-clips`` clips of the demo's test
+Budget: ``max_steps=--steps`` for every run with an unlimited time budget, so the learning-rate schedule and the
+curriculum (the first ``family_warmup_steps`` steps on the appearance family, then every family) are functions of the
+step alone; no periodic held-out evaluation. A budget of 1,000 steps or less is the curriculum's appearance phase only. Test: the first ``--num-test-clips`` clips of the demo's test
 stream (``TEST_STREAM``, seed 0, the families round robin: the clips ``bridge-stg demo`` scores), the same for every
 run, grounded with ``predict_clips`` and scored per family with ``score_clips`` (tubedetr protocol; twin identity
 accuracy for the twin families). The coupled baseline's generation budget is the token count of its longest
@@ -213,7 +214,7 @@ def family_table(rows: list[dict[str, Any]], names: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="3 steps, seed 0, 4 test clips (smoke test)")
+    p.add_argument("--quick", action="store_true", help="3 steps, seed 0, 5 test clips (smoke test)")
     p.add_argument("--steps", type=int, default=2500, help="optimizer steps per run (default: %(default)s)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")

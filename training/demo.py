@@ -348,7 +348,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     model, processor = build_demo_model(args.model, seed=args.seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    logger.warning(f"demo model: {n_params / 1e6:.2f} M parameters; training for {args.minutes} min"
+    logger.warning(f"demo model: {n_params / 1e6:.2f} M parameters; training for at most {args.minutes:g} min"
                    + (f" / {args.max_steps} steps" if args.max_steps else ""))
     optim = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     families = tuple(args.families)
