@@ -23,7 +23,8 @@ sizes, batch, optimizer, warm-up, training stream ``TRAIN_STREAM`` under the run
 
 Budget: ``max_steps=--steps`` for every run with an unlimited time budget, so the learning-rate schedule and the
 curriculum (the first ``family_warmup_steps`` steps on the appearance family, then every family) are functions of the
-step alone; no periodic held-out evaluation. A budget of 1,000 steps or less is the curriculum's appearance phase only. Test: the first ``--num-test-clips`` clips of the demo's test
+step alone; no periodic held-out evaluation. A budget of 1,000 steps or less is the curriculum's appearance phase
+only. Test: the first ``--num-test-clips`` clips of the demo's test
 stream (``TEST_STREAM``, seed 0, the families round robin: the clips ``bridge-stg demo`` scores), the same for every
 run, grounded with ``predict_clips`` and scored per family with ``score_clips`` (tubedetr protocol; twin identity
 accuracy for the twin families). The coupled baseline's generation budget is the token count of its longest
