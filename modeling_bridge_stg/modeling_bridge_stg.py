@@ -838,11 +838,15 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             last_hidden_state=out.last_hidden_state,
         )
 
+    def _may_share_prefix(self, batch_size: int) -> bool:
+        """Whether queries of a batch can share a video prefix: the query after the video, two samples or more."""
+        return self.config.query_position == "after_video" and batch_size > 1
+
     def _shared_prefixes(self, input_ids, attention_mask, owner: list[int]) -> list[list[int]] | None:
         """With the query after the video: the samples of the batch that share their video (`owner`, from
         `_video_owners`) and every token up to the last `<|vision_end|>` (several queries on one video), grouped in
         first-seen order; None when no two do."""
-        if self.config.query_position != "after_video" or input_ids.shape[0] < 2:
+        if not self._may_share_prefix(input_ids.shape[0]):
             return None
         vision_end = self.config.mllm_config.vision_end_token_id
         groups: dict[tuple, list[int]] = {}
@@ -1230,7 +1234,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         frame_mask = frame_mask.bool()
         # which samples show the same video: one encoder pass per video, one prefill per video with the query after it
         owners = None
-        if video_features is None or (self.config.query_position == "after_video" and input_ids.shape[0] > 1):
+        if video_features is None or self._may_share_prefix(input_ids.shape[0]):
             owners = self._video_owners(pixel_values_videos, video_grid_thw, frame_mask)
         if video_features is None:
             video_features = self._encode_video(pixel_values_videos, video_grid_thw, owners)
