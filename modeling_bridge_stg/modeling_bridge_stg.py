@@ -445,6 +445,15 @@ class BridgeSTGDecoderLayer(GradientCheckpointingLayer):
         return self.norm4(x + self.dropout(self.ffn(x)))
 
 
+def _peak_neighbourhood(scores: torch.Tensor, cell_centres: torch.Tensor, cell_sizes: torch.Tensor) -> torch.Tensor:
+    """`(B, S, M)` bool: the tokens whose grid cell is the highest-scoring token's cell or one of its 8 neighbours
+    (centres at most one cell apart on both axes)."""
+    top = scores.argmax(-1)  # (B, S)
+    peak = cell_centres.gather(2, top[..., None, None].expand(*top.shape, 1, 2))  # (B, S, 1, 2)
+    reach = cell_sizes.unsqueeze(2) * 1.5  # half-way to the second ring: robust to rounding of the centres
+    return ((cell_centres - peak).abs() < reach).all(-1)
+
+
 class BridgeSTGDecoderHeads(nn.Module):
     """Heads shared by every decoder layer: attention-pool the K queries, predict a box and a presence logit.
 
@@ -468,6 +477,7 @@ class BridgeSTGDecoderHeads(nn.Module):
             self.ref_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
             # `reference_learned_scale`: log of the scale applied to the scores before the softmax (0 at init)
             self.ref_log_scale = nn.Parameter(torch.zeros(())) if config.reference_learned_scale else None
+            self.readout = config.reference_readout
 
     def forward(
         self,
@@ -489,10 +499,13 @@ class BridgeSTGDecoderHeads(nn.Module):
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
         floor = torch.finfo(scores.dtype).min
         masked = scores.masked_fill(~memory.valid, floor)
+        keep = memory.valid
+        if self.readout == "peak":  # only the top token's cell and the 8 cells around it
+            keep = keep & _peak_neighbourhood(masked, cell_centres, cell_sizes)
         if self.ref_log_scale is None:
-            weights = masked.softmax(-1)  # (B, S, M)
+            weights = masked.masked_fill(~keep, floor).softmax(-1)  # (B, S, M)
         else:  # scaled before the padding is masked, so a padded token stays at the floor (no overflow)
-            weights = (scores * self.ref_log_scale.exp()).masked_fill(~memory.valid, floor).softmax(-1)
+            weights = (scores * self.ref_log_scale.exp()).masked_fill(~keep, floor).softmax(-1)
         scores = masked
         raw = self.ref_mlp(F.relu(memory.values() + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)

@@ -120,6 +120,43 @@ def test_reference_learned_scale_sharpens_the_box_heads_softmax(compact_tokenize
                         **tiny_bridge_kwargs(reference_learned_scale="yes"))
 
 
+def test_peak_readout_puts_the_box_on_one_of_two_distant_look_alikes(compact_tokenizer):
+    """Two far-apart tokens score high: the mean readout's box falls between them, the peak readout's on the top one."""
+    from bridge_stg.modeling_bridge_stg import BridgeSTGSlotMemory
+
+    boxes = {}
+    for readout in ("mean", "peak"):
+        model, _ = _build(compact_tokenizer, reference_readout=readout)
+        heads = model.qgsl.heads
+        assert heads.readout == readout
+        d = model.config.decoder_hidden_size
+        u = torch.zeros(d)
+        u[0] = 1.0
+        with torch.no_grad():  # scores = <ref_query(h), ref_key(memory)> / sqrt(d) = 40 * memory[..., 0] / sqrt(d)
+            heads.ref_query.weight.zero_()
+            heads.ref_query.bias.copy_(40.0 * u)
+            heads.ref_key.weight.copy_(torch.eye(d))
+            heads.ref_key.bias.zero_()
+        mem = torch.zeros(1, 1, 16, d)
+        mem[0, 0, 0] = 2.0 * u  # cell (0, 0): the top token
+        mem[0, 0, 15] = 1.9 * u  # cell (3, 3): its look-alike, far away
+        grid = (torch.arange(4) + 0.5) / 4
+        centres = torch.stack(torch.meshgrid(grid, grid, indexing="ij")[::-1], -1).reshape(1, 1, 16, 2)
+        memory = BridgeSTGSlotMemory(mem, torch.zeros_like(mem), torch.ones(1, 1, 16, dtype=torch.bool),
+                                     torch.zeros(1, 1, dtype=torch.long))
+        x = torch.zeros(1, 1, model.config.num_bridge_queries, d)
+        with torch.no_grad():
+            box, _, scores = heads(x, memory, centres, torch.full((1, 1, 2), 0.25))
+        assert int(scores[0, 0].argmax()) == 0
+        boxes[readout] = box[0, 0]
+    top = torch.tensor([0.125, 0.125])
+    assert float((boxes["mean"][:2] - top).abs().max()) > 0.2  # pulled towards the look-alike at (0.875, 0.875)
+    assert float((boxes["peak"][:2] - top).abs().max()) < 0.13  # within about half a cell of the top token
+    with pytest.raises(ValueError, match="reference_readout"):
+        BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", compact_tokenizer),
+                        **tiny_bridge_kwargs(reference_readout="max"))
+
+
 def test_contiguous_sampling_takes_a_run_and_its_nearest_negatives():
     labels = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, -100, -100]])
     mask = labels != -100
