@@ -1,4 +1,4 @@
-"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py and transfer.py with --quick: they run and their
+"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py, box_readout.py and transfer.py with --quick: they run and their
 JSON last line is sane."""
 
 from __future__ import annotations
@@ -85,6 +85,21 @@ def test_bridge_diagnostics_quick() -> None:
     # the decoder reads its inputs: zeroing the frame states changes the boxes
     assert out["results"]["zero_frames"]["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
     assert "| none |" in text
+
+
+def test_box_readout_quick() -> None:
+    """The shipped checkpoint scored with both readouts of the box head: same spans, boxes read two ways."""
+    out, text = run_quick("box_readout.py")
+    check_common(out, "box_readout")
+    assert out["clips"] == 10 and len(out["families"]) == 5
+    (per_readout,) = out["results"].values()
+    assert set(per_readout) == {"mean", "peak"}
+    # the readout changes the boxes only: the spans, and so m_tIoU, are the same
+    assert per_readout["mean"]["m_tIoU"] == per_readout["peak"]["m_tIoU"]
+    assert per_readout["mean"]["m_vIoU"] != per_readout["peak"]["m_vIoU"]
+    for r in per_readout.values():
+        assert 0.0 <= r["m_vIoU"] <= 1.0 and set(r["families"]) == set(out["families"])
+    assert "| peak |" in text and "| mean |" in text
 
 
 def test_transfer_quick(tmp_path) -> None:
