@@ -191,7 +191,9 @@ def _describe(model: Any, processor: Any) -> dict[str, str]:
         "bridge": (f"{cfg.num_bridge_queries} bridge tokens, last {cfg.bridge_num_layers} LLM layers fused, "
                    f"explicit temporal alignment {'on' if cfg.eta else 'off'}"),
         "decoder": (f"{cfg.decoder_layers} layers, width {cfg.decoder_hidden_size}, {cfg.decoder_heads} heads, "
-                    f"FFN {cfg.decoder_ffn_dim}, box head `{cfg.box_head}`, visual memory `{cfg.visual_memory}`"),
+                    f"FFN {cfg.decoder_ffn_dim}, box head `{cfg.box_head}`"
+                    + (f" (readout `{cfg.reference_readout}`)" if cfg.box_head == "reference_point" else "")
+                    + f", visual memory `{cfg.visual_memory}`"),
         "span_source": span,
         "num_parameters": size,
         "sampling": (f"{processor.sample_fps:g} fps (the frame shown at every 1/{processor.sample_fps:g} s), at most "

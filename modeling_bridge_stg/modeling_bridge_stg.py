@@ -477,7 +477,9 @@ class BridgeSTGDecoderHeads(nn.Module):
             self.ref_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
             # `reference_learned_scale`: log of the scale applied to the scores before the softmax (0 at init)
             self.ref_log_scale = nn.Parameter(torch.zeros(())) if config.reference_learned_scale else None
+            # the readout in eval mode (inference) and in train mode (`reference_readout_training`)
             self.readout = config.reference_readout
+            self.readout_training = config.reference_readout_training
 
     def forward(
         self,
@@ -500,7 +502,7 @@ class BridgeSTGDecoderHeads(nn.Module):
         floor = torch.finfo(scores.dtype).min
         masked = scores.masked_fill(~memory.valid, floor)
         keep = memory.valid
-        if self.readout == "peak":  # only the top token's cell and the 8 cells around it
+        if (self.readout_training if self.training else self.readout) == "peak":  # the top token's cell + 8 around it
             keep = keep & _peak_neighbourhood(masked, cell_centres, cell_sizes)
         if self.ref_log_scale is None:
             weights = masked.masked_fill(~keep, floor).softmax(-1)  # (B, S, M)

@@ -70,10 +70,13 @@ NUM_BRIDGE_QUERIES = 4
 #: bias at 0 and the box head's reference-point scores supervised (BCE on the tokens whose cell overlaps the target);
 #: the query stays before the video (after it, the recipe's run did not leave the plateau in its appearance phase);
 #: the decoder's memory is the LLM's states at the video tokens (with it all three seeds left the plateau in the
-#: appearance phase, with vision memory one in three did not: docs/method.md §3.21)
+#: appearance phase, with vision memory one in three did not: docs/method.md §3.21); at inference the box head reads
+#: its attention at the peak (the top token's 3x3 cells), so a box split between look-alikes lands on one of them,
+#: while training keeps the mean readout, with which every seed leaves the plateau (docs/method.md §3.23)
 DEMO_METHOD_OPTIONS: dict[str, Any] = {
     "bridge_query_norm": True, "decoder_init": "fan_in", "relevance_bias_init": 0.0,
-    "reference_supervision": "bce", "loss_reference_weight": 1.0, "visual_memory": "llm",
+    "reference_supervision": "bce", "loss_reference_weight": 1.0, "visual_memory": "llm", "reference_readout": "peak",
+    "reference_readout_training": "mean",
 }
 
 
@@ -374,7 +377,9 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     def run_eval() -> None:
         nonlocal eval_time
         e0 = time.perf_counter()
+        model.eval()  # scored as at inference (e.g. the box head's `reference_readout`); the demo model has no dropout
         res = evaluate_clips(model, processor, val_clips, "val", progress=False)
+        model.train()
         eval_time += time.perf_counter() - e0
         point = {"step": step, "train_minutes": round((time.perf_counter() - t0 - eval_time) / 60.0, 2), **_headline(res),
                  "loss": round(ema.get("loss", float("nan")), 4),

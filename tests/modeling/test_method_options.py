@@ -121,14 +121,18 @@ def test_reference_learned_scale_sharpens_the_box_heads_softmax(compact_tokenize
 
 
 def test_peak_readout_puts_the_box_on_one_of_two_distant_look_alikes(compact_tokenizer):
-    """Two far-apart tokens score high: the mean readout's box falls between them, the peak readout's on the top one."""
+    """Two far-apart tokens score high: the mean readout's box falls between them, the peak readout's on the top one.
+    `reference_readout` is the readout in eval mode; train mode follows `reference_readout_training` (default mean)."""
     from bridge_stg.modeling_bridge_stg import BridgeSTGSlotMemory
 
     boxes = {}
-    for readout in ("mean", "peak"):
-        model, _ = _build(compact_tokenizer, reference_readout=readout)
+    for name, readout, training_readout, train_mode in (("mean", "mean", "mean", False), ("peak", "peak", "mean", False),
+                                                         ("peak, training", "peak", "mean", True),
+                                                         ("peak in training", "mean", "peak", True)):
+        model, _ = _build(compact_tokenizer, reference_readout=readout, reference_readout_training=training_readout)
+        model.train(train_mode)
         heads = model.qgsl.heads
-        assert heads.readout == readout
+        assert (heads.readout, heads.readout_training) == (readout, training_readout)
         d = model.config.decoder_hidden_size
         u = torch.zeros(d)
         u[0] = 1.0
@@ -148,13 +152,16 @@ def test_peak_readout_puts_the_box_on_one_of_two_distant_look_alikes(compact_tok
         with torch.no_grad():
             box, _, scores = heads(x, memory, centres, torch.full((1, 1, 2), 0.25))
         assert int(scores[0, 0].argmax()) == 0
-        boxes[readout] = box[0, 0]
+        boxes[name] = box[0, 0]
     top = torch.tensor([0.125, 0.125])
     assert float((boxes["mean"][:2] - top).abs().max()) > 0.2  # pulled towards the look-alike at (0.875, 0.875)
     assert float((boxes["peak"][:2] - top).abs().max()) < 0.13  # within about half a cell of the top token
-    with pytest.raises(ValueError, match="reference_readout"):
-        BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", compact_tokenizer),
-                        **tiny_bridge_kwargs(reference_readout="max"))
+    torch.testing.assert_close(boxes["peak, training"], boxes["mean"])  # train mode: the training readout
+    torch.testing.assert_close(boxes["peak in training"], boxes["peak"])
+    for field in ("reference_readout", "reference_readout_training"):
+        with pytest.raises(ValueError, match=field):
+            BridgeSTGConfig(mllm_config=tiny_mllm_config("qwen2_5_vl", compact_tokenizer),
+                            **tiny_bridge_kwargs(**{field: "max"}))
 
 
 def test_contiguous_sampling_takes_a_run_and_its_nearest_negatives():

@@ -169,3 +169,31 @@ def test_held_out_evaluation_does_not_change_the_trained_weights(tmp_path: Path)
                progress=False)
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_held_out_evaluation_runs_in_eval_mode(tmp_path: Path, monkeypatch) -> None:
+    """The learning curve scores the model as at inference (eval mode: e.g. the box head's `reference_readout`), and
+    training resumes in train mode (`reference_readout_training`)."""
+    from bridge_stg import BridgeSTGForVideoGrounding
+    from bridge_stg.training import demo
+
+    modes: list[tuple[str, bool]] = []
+    evaluate, forward = demo.evaluate_clips, BridgeSTGForVideoGrounding.forward
+
+    def record_eval(model, *a, **k):
+        modes.append(("eval", model.training))
+        return evaluate(model, *a, **k)
+
+    def record_forward(self, *a, **k):
+        modes.append(("step", self.training))
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(demo, "evaluate_clips", record_eval)
+    monkeypatch.setattr(BridgeSTGForVideoGrounding, "forward", record_forward)
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "m"), max_steps=2, minutes=1e9, num_threads=1,
+                                               batch_size=1, family_warmup_steps=0, eval_every_steps=1,
+                                               num_eval_clips=1), progress=False)
+    steps = [training for kind, training in modes if kind == "step" and training]
+    assert len(steps) == 2  # the two optimizer steps ran in train mode (forward calls inside `ground` run in eval mode)
+    assert [training for kind, training in modes if kind == "eval"] == [False, False]
+    assert modes[-1][0] == "eval" and ("step", True) in modes[modes.index(("eval", False)):]  # train mode again after
