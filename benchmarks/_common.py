@@ -30,3 +30,11 @@ def guarded_run(run: Callable[..., dict[str, Any]], names: tuple[str, str], *cal
     except Exception as exc:
         return {names[0]: call[0], names[1]: call[1], "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc()}
+
+
+def family_cell(result: dict[str, Any]) -> str:
+    """One query family's table cell: m_vIoU, and the twin identity accuracy where the family has one."""
+    cell = f"{result['m_vIoU']:.3f}"
+    if result.get("identity_accuracy") is not None:
+        cell += f" (id {result['identity_accuracy']:.2f})"
+    return cell

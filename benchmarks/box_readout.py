@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from _common import family_cell
+
 READOUTS = ("mean", "peak")
 
 
@@ -72,13 +74,7 @@ def main() -> None:
     print("|---|---|---|---|---|" + "---|" * len(families))
     for ckpt, per_readout in results.items():
         for readout, r in per_readout.items():
-            cells = []
-            for f in families:
-                fam = r["families"][f]
-                cell = f"{fam['m_vIoU']:.3f}"
-                if fam.get("identity_accuracy") is not None:
-                    cell += f" (id {fam['identity_accuracy']:.2f})"
-                cells.append(cell)
+            cells = [family_cell(r["families"][f]) for f in families]
             print(f"| {os.path.basename(ckpt)} | {readout} | {r['m_tIoU']:.3f} | {r['m_vIoU']:.3f} | {r['vIoU@0.5']:.3f} | "
                   + " | ".join(cells) + " |")
     mean_of = {readout: statistics.fmean(r[readout]["m_vIoU"] for r in results.values()) for readout in READOUTS}

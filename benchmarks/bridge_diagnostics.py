@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from _common import family_cell
+
 ABLATIONS = ("none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames")
 
 
@@ -122,13 +124,7 @@ def main() -> None:
     print("| change to the decoder's input | " + " | ".join(families) + " | all |")
     print("|---|" + "---|" * (len(families) + 1))
     for name in ABLATIONS:
-        cells = []
-        for f in (*families, "all"):
-            r = table[name][f]
-            cell = f"{r['m_vIoU']:.3f}"
-            if r.get("identity_accuracy") is not None:
-                cell += f" (id {r['identity_accuracy']:.2f})"
-            cells.append(cell)
+        cells = [family_cell(table[name][f]) for f in (*families, "all")]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({
         "benchmark": "bridge_diagnostics", "quick": args.quick, "checkpoint": os.path.abspath(ckpt),

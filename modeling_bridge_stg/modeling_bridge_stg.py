@@ -501,13 +501,13 @@ class BridgeSTGDecoderHeads(nn.Module):
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
         floor = torch.finfo(scores.dtype).min
         masked = scores.masked_fill(~memory.valid, floor)
-        keep = memory.valid
-        if (self.readout_training if self.training else self.readout) == "peak":  # the top token's cell + 8 around it
-            keep = keep & _peak_neighbourhood(masked, cell_centres, cell_sizes)
         if self.ref_log_scale is None:
-            weights = masked.masked_fill(~keep, floor).softmax(-1)  # (B, S, M)
+            logits = masked  # (B, S, M)
         else:  # scaled before the padding is masked, so a padded token stays at the floor (no overflow)
-            weights = (scores * self.ref_log_scale.exp()).masked_fill(~keep, floor).softmax(-1)
+            logits = (scores * self.ref_log_scale.exp()).masked_fill(~memory.valid, floor)
+        if (self.readout_training if self.training else self.readout) == "peak":  # the top token's cell + 8 around it
+            logits = logits.masked_fill(~_peak_neighbourhood(masked, cell_centres, cell_sizes), floor)
+        weights = logits.softmax(-1)
         scores = masked
         raw = self.ref_mlp(F.relu(memory.values() + self.ref_cond(h).unsqueeze(2)))  # (B, S, M, 4)
         centre = cell_centres + torch.tanh(raw[..., :2]) * cell_sizes.unsqueeze(2)
