@@ -169,6 +169,11 @@ class DemoTrainingArguments:
     #: the learning rate of the curriculum's second phase (default: ``learning_rate``): its peak with
     #: ``lr_schedule="cosine"`` and ``restart_schedule``, its constant value with ``lr_schedule="constant"``
     mix_learning_rate: float | None = None
+    #: the box head's train-mode readout (``reference_readout_training``) from the curriculum's second phase on
+    #: (default: unchanged). ``"peak"``: the first phase trains with the mean readout, whose box loss reaches every
+    #: token and pulls the attention onto the target, and the mix phase with the peak readout it is scored with
+    #: (docs/method.md §3.24); saved in the checkpoint's config
+    mix_reference_readout_training: str | None = None
     #: ``"constant"``: ``learning_rate`` at every step (the shipped checkpoint's run, docs/method.md §3.18: its
     #: per-phase cosine was computed but, by a bug fixed since, never applied to the optimizer); ``"cosine"``: warm-up
     #: and cosine (per phase with ``restart_schedule``), the schedule the runs of docs/method.md §3.17 were meant to
@@ -343,6 +348,19 @@ def _headline(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(a[k]) for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5") if a.get(k) is not None}
 
 
+def set_reference_readout_training(model: BridgeSTGForVideoGrounding, readout: str) -> None:
+    """Switch the box head's train-mode readout (``config.reference_readout_training``) of ``model`` in place: the
+    config (so that ``save_pretrained`` records it) and every decoder layer's head."""
+    if readout not in ("mean", "peak"):
+        raise ValueError(f"reference_readout_training must be 'mean' or 'peak', got {readout!r}")
+    model.config.reference_readout_training = readout
+    heads = [m for m in model.modules() if hasattr(m, "readout_training")]
+    if not heads:
+        raise ValueError("the model has no reference-point box head (box_head='mlp'): there is no readout to switch")
+    for head in heads:
+        head.readout_training = readout
+
+
 def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, Any]:
     """Train the demo model, save the checkpoint folder (model + processor + learning curve); return the summary."""
     torch.set_num_threads(args.num_threads)
@@ -359,6 +377,9 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     if unknown or not families:
         raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
     demo_learning_rate(args, 0, 0.0)  # a recipe the schedule cannot follow fails before any work
+    if args.mix_reference_readout_training not in (None, "mean", "peak"):
+        raise ValueError("mix_reference_readout_training must be 'mean', 'peak' or None, got "
+                         f"{args.mix_reference_readout_training!r}")
     val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips, families=families)
     aux = None
     if args.aux_tasks:  # multi-task: tvg / rec items on top of the stvg clips of every step
@@ -405,6 +426,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         for g in optim.param_groups:
             g["lr"] = lr
         stage = tuple(args.warmup_families) if step < args.family_warmup_steps else families
+        if args.mix_reference_readout_training and step == args.family_warmup_steps:
+            set_reference_readout_training(model, args.mix_reference_readout_training)
         clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=stage)
         batch = training_batch(processor, clips)
         tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
@@ -480,7 +503,9 @@ def demo_training_procedure(
                         f"{a.get('mix_learning_rate') or a['learning_rate']:g})"
                         if a.get("restart_schedule") and not constant else "")
                      + (f", the second phase at a constant lr {a['mix_learning_rate']:g}"
-                        if constant and a.get("mix_learning_rate") else ""))
+                        if constant and a.get("mix_learning_rate") else "")
+                     + (f", the box head training with the {a['mix_reference_readout_training']} readout from the"
+                        " second phase on" if a.get("mix_reference_readout_training") else ""))
     command = a.get("command") or (
         f"bridge-stg demo --train --minutes {a['minutes']:g} --seed {a['seed']}"
         + (f" --max-steps {a['max_steps']}" if a.get("max_steps") else "") + f" --threads {a['num_threads']}"

@@ -197,3 +197,32 @@ def test_held_out_evaluation_runs_in_eval_mode(tmp_path: Path, monkeypatch) -> N
     assert len(steps) == 2  # the two optimizer steps ran in train mode (forward calls inside `ground` run in eval mode)
     assert [training for kind, training in modes if kind == "eval"] == [False, False]
     assert modes[-1][0] == "eval" and ("step", True) in modes[modes.index(("eval", False)):]  # train mode again after
+
+
+def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) -> None:
+    """`mix_reference_readout_training`: the curriculum's first phase trains the box head with the config's readout
+    (mean), the second phase with the given one; the saved config records it; a bad value fails before any work."""
+    from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding
+    from bridge_stg.training import demo
+
+    seen: list[str] = []
+    forward = BridgeSTGForVideoGrounding.forward
+
+    def record_forward(self, *a, **k):
+        if self.training:
+            heads = {m.readout_training for m in self.modules() if hasattr(m, "readout_training")}
+            assert len(heads) == 1 and heads == {self.config.reference_readout_training}
+            seen.append(heads.pop())
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(BridgeSTGForVideoGrounding, "forward", record_forward)
+    common = dict(max_steps=3, minutes=1e9, num_threads=1, batch_size=1, family_warmup_steps=2, num_eval_clips=1,
+                  eval_every_minutes=1e9)
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "p"), mix_reference_readout_training="peak",
+                                               **common), progress=False)
+    assert seen == ["mean", "mean", "peak"]
+    assert BridgeSTGConfig.from_pretrained(tmp_path / "p").reference_readout_training == "peak"
+    with pytest.raises(ValueError, match="mix_reference_readout_training"):
+        demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "q"), mix_reference_readout_training="top",
+                                                   **common), progress=False)
+    assert not (tmp_path / "q" / "model.safetensors").exists()
