@@ -218,9 +218,13 @@ def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(BridgeSTGForVideoGrounding, "forward", record_forward)
     common = dict(max_steps=3, minutes=1e9, num_threads=1, batch_size=1, family_warmup_steps=2, num_eval_clips=1,
                   eval_every_minutes=1e9)
-    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "p"), mix_reference_readout_training="peak",
-                                               **common), progress=False)
+    assert demo.DemoTrainingArguments().mix_reference_readout_training == "peak"  # the recipe's default
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "p"), **common), progress=False)
     assert seen == ["mean", "mean", "peak"]
+    seen.clear()
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "n"), mix_reference_readout_training=None,
+                                               **common), progress=False)
+    assert seen == ["mean", "mean", "mean"]
     assert BridgeSTGConfig.from_pretrained(tmp_path / "p").reference_readout_training == "peak"
     with pytest.raises(ValueError, match="mix_reference_readout_training"):
         demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "q"), mix_reference_readout_training="top",
