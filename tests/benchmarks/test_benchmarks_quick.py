@@ -1,4 +1,4 @@
-"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py, box_readout.py and transfer.py with --quick: they run and their
+"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py, box_readout.py, transfer.py and twin_geometry.py with --quick: they run and their
 JSON last line is sane."""
 
 from __future__ import annotations
@@ -128,3 +128,32 @@ def test_transfer_quick(tmp_path) -> None:
     assert set(again["aux_losses"]) == {f"{c} seed 0" for c in out["configs"]}
     assert all(0.0 < v < float("inf") for run in again["aux_losses"].values() for v in run.values())
     assert "| stvg+rec |" in again["tables"]["aux_losses"] and out["aux_losses"] is None
+
+
+def test_twin_geometry_quick() -> None:
+    """Where the look-alikes lie on the memory grid: every twin family measured, shares in [0, 1], the same-cell share
+    never above the 3x3 share."""
+    out, text = run_quick("twin_geometry.py")
+    check_common(out, "twin_geometry")
+    assert out["clips_per_family"] == 5 and set(out["results"]) == {"twins_motion", "twins_event", "relational"}
+    for r in out["results"].values():
+        assert r["frames"] > 0 and 0.0 <= r["same_cell"] <= r["within_3x3"] <= 1.0
+        assert r["median_centre_distance_px"] > 0 and r["median_target_width_px"] > 0
+    assert "| twins_event |" in text
+
+
+def test_twin_geometry_counts_cells() -> None:
+    """The cell arithmetic on hand-made boxes: same cell, neighbouring cells, far apart, absent frames skipped."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("twin_geometry", ROOT / "benchmarks" / "twin_geometry.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    clip = SimpleNamespace(family="twins_event",
+                           boxes=[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]],
+                           twin_boxes=[[14, 14, 24, 24], [30, 0, 40, 10], [80, 80, 90, 90], [0, 0, 0, 0]])
+    r = mod.twin_geometry([clip], 28.0)
+    assert r["frames"] == 3  # the last frame has no twin
+    assert r["same_cell"] == 1 / 3 and r["within_3x3"] == 2 / 3
+    assert r["median_centre_distance_px"] == 30.0 and r["median_target_width_px"] == 10.0
