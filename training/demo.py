@@ -171,11 +171,11 @@ class DemoTrainingArguments:
     #: the learning rate of the curriculum's second phase (default: ``learning_rate``): its peak with
     #: ``lr_schedule="cosine"`` and ``restart_schedule``, its constant value with ``lr_schedule="constant"``
     mix_learning_rate: float | None = None
-    #: the box head's train-mode readout (``reference_readout_training``) from the curriculum's second phase on
-    #: (None: unchanged). The recipe's ``"peak"``: the first phase trains with the mean readout, whose box loss reaches
-    #: every token and pulls the attention onto the target, and the mix phase with the peak readout it is scored with
-    #: (three seeds: each at least as good, the spread 0.037 instead of 0.064; docs/method.md §3.24); saved in the
-    #: checkpoint's config
+    #: the box head's train-mode readout (``reference_readout_training``) from the curriculum's second phase on. The
+    #: recipe's ``"peak"``: the first phase trains with the config's mean readout, whose box loss reaches every token
+    #: and pulls the attention onto the target, the mix phase with the peak readout it is scored with (three seeds: each
+    #: at least as good, the spread 0.037 instead of 0.064; docs/method.md §3.24); saved in the checkpoint's config.
+    #: None, or no curriculum (``family_warmup_steps=0``): the config's readout throughout
     mix_reference_readout_training: str | None = "peak"
     #: ``"constant"``: ``learning_rate`` at every step (the shipped checkpoint's run, docs/method.md §3.18: its
     #: per-phase cosine was computed but, by a bug fixed since, never applied to the optimizer); ``"cosine"``: warm-up
@@ -353,15 +353,14 @@ def _headline(result: dict[str, Any]) -> dict[str, float]:
 
 def set_reference_readout_training(model: BridgeSTGForVideoGrounding, readout: str) -> None:
     """Switch the box head's train-mode readout (``config.reference_readout_training``) of ``model`` in place: the
-    config (so that ``save_pretrained`` records it) and every decoder layer's head."""
+    config (so that ``save_pretrained`` records it) and every reference-point head. Like the config field itself, it
+    has no effect on a model without such a head (``box_head="mlp"``)."""
     if readout not in ("mean", "peak"):
         raise ValueError(f"reference_readout_training must be 'mean' or 'peak', got {readout!r}")
     model.config.reference_readout_training = readout
-    heads = [m for m in model.modules() if hasattr(m, "readout_training")]
-    if not heads:
-        raise ValueError("the model has no reference-point box head (box_head='mlp'): there is no readout to switch")
-    for head in heads:
-        head.readout_training = readout
+    for head in model.modules():
+        if hasattr(head, "readout_training"):
+            head.readout_training = readout
 
 
 def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, Any]:
@@ -429,7 +428,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         for g in optim.param_groups:
             g["lr"] = lr
         stage = tuple(args.warmup_families) if step < args.family_warmup_steps else families
-        if args.mix_reference_readout_training and step == args.family_warmup_steps:
+        if args.mix_reference_readout_training and 0 < args.family_warmup_steps == step:  # the second phase begins
             set_reference_readout_training(model, args.mix_reference_readout_training)
         clips = render_clips(TRAIN_STREAM, args.seed, step * args.batch_size, args.batch_size, families=stage)
         batch = training_batch(processor, clips)

@@ -201,7 +201,8 @@ def test_held_out_evaluation_runs_in_eval_mode(tmp_path: Path, monkeypatch) -> N
 
 def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) -> None:
     """`mix_reference_readout_training`: the curriculum's first phase trains the box head with the config's readout
-    (mean), the second phase with the given one; the saved config records it; a bad value fails before any work."""
+    (mean), the second phase with the given one; the saved config records it; without a curriculum nothing switches;
+    an MLP box head trains through it; a bad value fails before any work."""
     from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding
     from bridge_stg.training import demo
 
@@ -209,9 +210,9 @@ def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) ->
     forward = BridgeSTGForVideoGrounding.forward
 
     def record_forward(self, *a, **k):
-        if self.training:
-            heads = {m.readout_training for m in self.modules() if hasattr(m, "readout_training")}
-            assert len(heads) == 1 and heads == {self.config.reference_readout_training}
+        heads = {m.readout_training for m in self.modules() if hasattr(m, "readout_training")}
+        if self.training and heads:  # an MLP box head has no readout
+            assert heads == {self.config.reference_readout_training}
             seen.append(heads.pop())
         return forward(self, *a, **k)
 
@@ -225,6 +226,14 @@ def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) ->
     demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "n"), mix_reference_readout_training=None,
                                                **common), progress=False)
     assert seen == ["mean", "mean", "mean"]
+    seen.clear()  # no curriculum: no second phase, so the config's readout throughout (peak from step 0 stalls)
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "z"), **{**common, "family_warmup_steps": 0}),
+                    progress=False)
+    assert seen == ["mean", "mean", "mean"]
+    seen.clear()  # a model without a reference-point head trains through the switch (the field has no effect there)
+    mlp = demo.DemoModelArguments(config_overrides={**demo.DEMO_METHOD_OPTIONS, "box_head": "mlp"})
+    demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "m"), model=mlp, **common), progress=False)
+    assert seen == [] and BridgeSTGConfig.from_pretrained(tmp_path / "m").reference_readout_training == "peak"
     assert BridgeSTGConfig.from_pretrained(tmp_path / "p").reference_readout_training == "peak"
     with pytest.raises(ValueError, match="mix_reference_readout_training"):
         demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "q"), mix_reference_readout_training="top",
