@@ -38,3 +38,19 @@ def family_cell(result: dict[str, Any]) -> str:
     if result.get("identity_accuracy") is not None:
         cell += f" (id {result['identity_accuracy']:.2f})"
     return cell
+
+
+def run_record(benchmark: str, quick: bool, started: float, load_start: list[float]) -> dict[str, Any]:
+    """The bookkeeping keys of a benchmark's JSON last line: its name, ``--quick``, the machine, the load averages at
+    start and end, the UTC date, the command line and the seconds since ``started`` (a ``time.perf_counter()``)."""
+    import datetime
+    import sys
+    import time
+
+    return {
+        "benchmark": benchmark, "quick": quick, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "load_avg_start": load_start, "load_avg_end": list(os.getloadavg()),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "seconds": round(time.perf_counter() - started, 1),
+    }

@@ -19,17 +19,15 @@ JSON object.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
-import sys
 import time
 from typing import Any
 
 import torch
 
-from _common import family_cell
+from _common import family_cell, run_record
 
 READOUTS = ("mean", "peak")
 
@@ -79,14 +77,8 @@ def main() -> None:
                   + " | ".join(cells) + " |")
     mean_of = {readout: statistics.fmean(r[readout]["m_vIoU"] for r in results.values()) for readout in READOUTS}
     print(f"mean m_vIoU over {len(results)} checkpoint(s): " + ", ".join(f"{k} {v:.3f}" for k, v in mean_of.items()))
-    print(json.dumps({
-        "benchmark": "box_readout", "quick": args.quick, "clips": num_clips, "families": families,
-        "threads": args.threads, "machine": f"{os.uname().machine} {os.cpu_count()} cpus", "load_avg_start": load_start,
-        "load_avg_end": list(os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
-        "mean_m_vIoU": mean_of, "results": results,
-    }))
+    print(json.dumps({**run_record("box_readout", args.quick, t0, load_start), "clips": num_clips, "families": families,
+                      "threads": args.threads, "mean_m_vIoU": mean_of, "results": results}))
 
 
 if __name__ == "__main__":

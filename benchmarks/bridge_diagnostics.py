@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
-import sys
 import time
 from typing import Any
 
 import torch
 
-from _common import family_cell
+from _common import family_cell, run_record
 
 ABLATIONS = ("none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames")
 
@@ -126,15 +123,9 @@ def main() -> None:
     for name in ABLATIONS:
         cells = [family_cell(table[name][f]) for f in (*families, "all")]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print(json.dumps({
-        "benchmark": "bridge_diagnostics", "quick": args.quick, "checkpoint": os.path.abspath(ckpt),
-        "clips_per_family": per_family, "families": list(families), "threads": args.threads,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "load_avg_start": load_start,
-        "load_avg_end": list(os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
-        "results": table,
-    }))
+    print(json.dumps({**run_record("bridge_diagnostics", args.quick, t0, load_start), "checkpoint": os.path.abspath(ckpt),
+                      "clips_per_family": per_family, "families": list(families), "threads": args.threads,
+                      "results": table}))
 
 
 if __name__ == "__main__":

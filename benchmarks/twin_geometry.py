@@ -16,14 +16,14 @@ only; no model is involved.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from _common import run_record
 
 TWIN_FAMILIES = ("twins_motion", "twins_event", "relational")
 
@@ -73,14 +73,8 @@ def main() -> None:
     for f, r in results.items():
         print(f"| {f} | {r['frames']} | {r['same_cell']:.1%} | {r['within_3x3']:.1%} | "
               f"{r['median_centre_distance_px']:.0f} px | {r['median_target_width_px']:.0f} px |")
-    print(json.dumps({
-        "benchmark": "twin_geometry", "quick": args.quick, "clips_per_family": num_clips, "cell_px": args.cell_px,
-        "machine": f"{os.uname().machine} {os.cpu_count()} cpus", "load_avg_start": load_start,
-        "load_avg_end": list(os.getloadavg()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
-        "results": results,
-    }))
+    print(json.dumps({**run_record("twin_geometry", args.quick, t0, load_start), "clips_per_family": num_clips,
+                      "cell_px": args.cell_px, "results": results}))
 
 
 if __name__ == "__main__":

@@ -142,10 +142,12 @@ def test_twin_geometry_quick() -> None:
     assert "| twins_event |" in text
 
 
-def test_twin_geometry_counts_cells() -> None:
+def test_twin_geometry_counts_cells(monkeypatch) -> None:
     """The cell arithmetic on hand-made boxes: same cell, neighbouring cells, far apart, absent frames skipped."""
     import importlib.util
     from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their `_common` helpers
 
     spec = importlib.util.spec_from_file_location("twin_geometry", ROOT / "benchmarks" / "twin_geometry.py")
     mod = importlib.util.module_from_spec(spec)
