@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -43,10 +46,6 @@ def family_cell(result: dict[str, Any]) -> str:
 def run_record(benchmark: str, quick: bool, started: float, load_start: list[float]) -> dict[str, Any]:
     """The bookkeeping keys of a benchmark's JSON last line: its name, ``--quick``, the machine, the load averages at
     start and end, the UTC date, the command line and the seconds since ``started`` (a ``time.perf_counter()``)."""
-    import datetime
-    import sys
-    import time
-
     return {
         "benchmark": benchmark, "quick": quick, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "load_avg_start": load_start, "load_avg_end": list(os.getloadavg()),

@@ -29,17 +29,16 @@ import torch
 
 from _common import family_cell, run_record
 
-READOUTS = ("mean", "peak")
-
 
 def score_readouts(checkpoint: str, clips: list[Any]) -> dict[str, dict[str, Any]]:
     """Per readout: m_tIoU, m_vIoU, vIoU@0.5 overall and the per-family entries of ``score_clips``."""
     from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
+    from bridge_stg.configuration_bridge_stg import REFERENCE_READOUTS
     from bridge_stg.training.demo import evaluate_clips
 
     processor = BridgeSTGProcessor.from_pretrained(checkpoint)
     out: dict[str, dict[str, Any]] = {}
-    for readout in READOUTS:
+    for readout in REFERENCE_READOUTS:
         model = BridgeSTGForVideoGrounding.from_pretrained(checkpoint, reference_readout=readout).eval()
         if model.config.box_head != "reference_point":
             raise SystemExit(f"{checkpoint}: box_head={model.config.box_head!r} has no reference-point readout")
@@ -57,6 +56,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
+    from bridge_stg.configuration_bridge_stg import REFERENCE_READOUTS
     from bridge_stg.processing.synthetic_families import FAMILIES
     from bridge_stg.training.demo import TEST_STREAM, demo_checkpoint_path, render_clips
 
@@ -75,7 +75,8 @@ def main() -> None:
             cells = [family_cell(r["families"][f]) for f in families]
             print(f"| {os.path.basename(ckpt)} | {readout} | {r['m_tIoU']:.3f} | {r['m_vIoU']:.3f} | {r['vIoU@0.5']:.3f} | "
                   + " | ".join(cells) + " |")
-    mean_of = {readout: statistics.fmean(r[readout]["m_vIoU"] for r in results.values()) for readout in READOUTS}
+    mean_of = {readout: statistics.fmean(r[readout]["m_vIoU"] for r in results.values())
+               for readout in REFERENCE_READOUTS}
     print(f"mean m_vIoU over {len(results)} checkpoint(s): " + ", ".join(f"{k} {v:.3f}" for k, v in mean_of.items()))
     print(json.dumps({**run_record("box_readout", args.quick, t0, load_start), "clips": num_clips, "families": families,
                       "threads": args.threads, "mean_m_vIoU": mean_of, "results": results}))

@@ -235,8 +235,8 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.decoder_init, "decoder_init", ("normal", "fan_in"))
         _check_choice(self.decoder_frame_sampling, "decoder_frame_sampling", ("random", "contiguous"))
         _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
-        _check_choice(self.reference_readout, "reference_readout", ("mean", "peak"))
-        _check_choice(self.reference_readout_training, "reference_readout_training", ("mean", "peak"))
+        _check_choice(self.reference_readout, "reference_readout", REFERENCE_READOUTS)
+        _check_choice(self.reference_readout_training, "reference_readout_training", REFERENCE_READOUTS)
         for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta", "bridge_in_decoder",
                      "reference_learned_scale"):
             if not isinstance(getattr(self, name), bool):
@@ -310,10 +310,15 @@ def _check_int(value: Any, name: str, minimum: int) -> None:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}")
 
 
+#: the reference-point box head's readouts (`reference_readout`, `reference_readout_training`): the softmax-weighted mean
+#: of every token's box, or of the top token's 3x3 neighbourhood only
+REFERENCE_READOUTS: tuple[str, ...] = ("mean", "peak")
+
+
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}: must be one of {choices}, got {value!r}")
 
 
 __all__ = ["BridgeSTGConfig", "TASKS", "TASK_IDS", "COMPONENT_LOSSES", "DEFAULT_SAMPLE_FPS", "DEFAULT_MAX_FRAMES",
-           "DEFAULT_MIN_FRAMES"]
+           "DEFAULT_MIN_FRAMES", "REFERENCE_READOUTS"]

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..configuration_bridge_stg import BridgeSTGConfig
+from ..configuration_bridge_stg import REFERENCE_READOUTS, BridgeSTGConfig
 from ..errors_bridge_stg import MissingAssetError
 from ..modeling_bridge_stg import BridgeSTGForVideoGrounding
 from ..processing_bridge_stg import BridgeSTGProcessor
@@ -355,8 +355,8 @@ def set_reference_readout_training(model: BridgeSTGForVideoGrounding, readout: s
     """Switch the box head's train-mode readout (``config.reference_readout_training``) of ``model`` in place: the
     config (so that ``save_pretrained`` records it) and every reference-point head. Like the config field itself, it
     has no effect on a model without such a head (``box_head="mlp"``)."""
-    if readout not in ("mean", "peak"):
-        raise ValueError(f"reference_readout_training must be 'mean' or 'peak', got {readout!r}")
+    if readout not in REFERENCE_READOUTS:
+        raise ValueError(f"reference_readout_training must be one of {REFERENCE_READOUTS}, got {readout!r}")
     model.config.reference_readout_training = readout
     for head in model.modules():
         if hasattr(head, "readout_training"):
@@ -379,8 +379,8 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
     if unknown or not families:
         raise ValueError(f"families: unknown {unknown or 'none given'}; choose from {FAMILIES}")
     demo_learning_rate(args, 0, 0.0)  # a recipe the schedule cannot follow fails before any work
-    if args.mix_reference_readout_training not in (None, "mean", "peak"):
-        raise ValueError("mix_reference_readout_training must be 'mean', 'peak' or None, got "
+    if args.mix_reference_readout_training not in (None, *REFERENCE_READOUTS):
+        raise ValueError(f"mix_reference_readout_training must be one of {REFERENCE_READOUTS} or None, got "
                          f"{args.mix_reference_readout_training!r}")
     val_clips = render_clips(VALIDATION_STREAM, args.seed, 0, args.num_eval_clips, families=families)
     aux = None
