@@ -88,6 +88,11 @@ class BridgeSTGConfig(PreTrainedConfig):
         frame_evidence (`bool`, defaults to `False`): give each frame of a temporal group its own visual evidence
             in the decoder memory (a projection of that frame's pixels per merged token, added to the group's
             tokens), so that a box can follow the target within a group.
+        motion_evidence (`bool`, defaults to `False`): add to each memory token a motion feature of its grid
+            neighbourhood: per merged token, a projection of each of the group's two frames' pixels, mixed with their
+            difference by a small MLP, then the 3x3 neighbourhood of those features (zeros off the grid) projected and
+            normalised. A single merged token sees the inside of an object, its edges (where motion shows) lie in the
+            cells around it (docs/method.md §3.25).
         reference_learned_scale (`bool`, defaults to `False`): multiply the box head's reference-point logits by a
             learned scale (`exp` of a parameter that starts at 0) before the softmax that weights the tokens' boxes, so
             the box loss can sharpen that attention directly (`loss_reference` still reads the unscaled logits).
@@ -159,6 +164,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     relevance_bias_init: float = -5.0
     decoder_frame_sampling: str = "random"
     frame_evidence: bool = False
+    motion_evidence: bool = False
     reference_learned_scale: bool = False
     reference_readout: str = "mean"
     reference_readout_training: str = "mean"
@@ -237,7 +243,7 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
         _check_choice(self.reference_readout, "reference_readout", REFERENCE_READOUTS)
         _check_choice(self.reference_readout_training, "reference_readout_training", REFERENCE_READOUTS)
-        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "eta", "bridge_in_decoder",
+        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "motion_evidence", "eta", "bridge_in_decoder",
                      "reference_learned_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")

@@ -527,6 +527,47 @@ class BridgeSTGVisualMemory(nn.Module):
         return self.norm(self.proj(tokens))
 
 
+class BridgeSTGMotionEvidence(nn.Module):
+    """`config.motion_evidence`: a motion feature per memory token, from the pixels of its 3x3 grid neighbourhood in the
+    group's two frames (docs/method.md §3.25).
+
+    Each merged token's pixels are projected per frame (`frame`), the two projections and their difference are mixed
+    by a small MLP (`mix`), and each token's feature becomes the projection of its own and its 8 neighbours' mixed
+    features, concatenated in raster order with zeros off the grid (`spread`), then normalised.
+    """
+
+    def __init__(self, config: BridgeSTGConfig):
+        super().__init__()
+        d = config.decoder_hidden_size
+        pixels = config.spatial_merge_size**2 * 3 * config.patch_size**2  # one frame's pixels under a merged token
+        self.frame = nn.Linear(pixels, d)
+        self.mix = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, d))
+        self.spread = nn.Linear(9 * d, d)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int,
+                merge: int, temporal_patch: int) -> torch.Tensor:
+        """`(B, G, M, d)` from the processor's `pixel_values` (`(ΣN_patches, 3 · temporal_patch · p · p)`, rows in
+        merge-block order; see `BridgeSTGSpatialDecoder.build_frame_evidence`)."""
+        B, G = group_valid.shape
+        n_tok = pixel_values.shape[0] // merge**2
+        per_frame = pixel_values.reshape(n_tok, merge**2, 3, temporal_patch, -1).permute(0, 3, 1, 2, 4)
+        e = self.frame(per_frame.reshape(n_tok, temporal_patch, -1).to(self.frame.weight.dtype))  # (n_tok, T, d)
+        first, last = e[:, 0], e[:, -1]
+        mixed = self.mix(torch.cat([first, last, last - first], dim=-1))  # (n_tok, d)
+        d = mixed.shape[-1]
+        out = mixed.new_zeros(B, G, M, d)
+        offset = 0
+        for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
+            gh, gw = grid_hw[row]
+            n = gh * gw
+            grid = F.pad(mixed[offset: offset + n].reshape(gh, gw, d).permute(2, 0, 1), (1, 1, 1, 1))  # (d, gh+2, gw+2)
+            around = torch.cat([grid[:, i: i + gh, j: j + gw] for i in range(3) for j in range(3)], dim=0)  # (9d, gh, gw)
+            out[b, g, :n] = self.norm(self.spread(around.reshape(9 * d, n).t()))
+            offset += n
+        return out
+
+
 class BridgeSTGSpatialDecoder(nn.Module):
     """QGSL (docs/method.md §3.6): the visual memory, the decoder layers and their shared heads (deep supervision)."""
 
@@ -543,6 +584,7 @@ class BridgeSTGSpatialDecoder(nn.Module):
                                                 nn.LayerNorm(config.decoder_hidden_size))
         else:
             self.frame_evidence = None
+        self.motion_evidence = BridgeSTGMotionEvidence(config) if config.motion_evidence else None
 
     def build_memory(
         self, group_tokens: list[torch.Tensor], grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, dtype: torch.dtype,
@@ -994,6 +1036,11 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         grid_hw = [(int(h) // merge, int(w) // merge) for _, h, w in video_grid_thw.tolist()]
         tokens = self._group_tokens(video_rows, video_grid_thw, video_features)
         memory, memory_pos, memory_valid, centres, cells = self.qgsl.build_memory(tokens, grid_hw, group_valid, frame_states.dtype)
+        if self.qgsl.motion_evidence is not None:
+            if pixel_values_videos is None:
+                raise ValueError("motion_evidence: the decoder needs pixel_values_videos (each frame's own pixels)")
+            memory = memory + self.qgsl.motion_evidence(pixel_values_videos, grid_hw, group_valid, memory.shape[2], merge,
+                                                        cfg.temporal_patch_size)
         evidence = None
         if self.qgsl.frame_evidence is not None:
             if pixel_values_videos is None:
