@@ -1,4 +1,4 @@
-"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py, box_readout.py, transfer.py and twin_geometry.py with --quick: they run and their
+"""benchmarks/eta_tokens.py, train_throughput.py, bridge_diagnostics.py, box_readout.py, transfer.py, twin_geometry.py and identity_probe.py with --quick: they run and their
 JSON last line is sane."""
 
 from __future__ import annotations
@@ -28,6 +28,16 @@ def check_common(out: dict[str, Any], name: str) -> None:
     assert {"machine", "date", "command", "load_avg_start", "load_avg_end"} <= set(out)
     assert name in out["command"] and "--quick" in out["command"]
     assert len(out["load_avg_start"]) == 3 and len(out["load_avg_end"]) == 3
+
+
+def _load_benchmark(monkeypatch, name: str):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their `_common` helpers
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_eta_tokens_quick() -> None:
@@ -144,14 +154,9 @@ def test_twin_geometry_quick() -> None:
 
 def test_twin_geometry_counts_cells(monkeypatch) -> None:
     """The cell arithmetic on hand-made boxes: same cell, neighbouring cells, far apart, absent frames skipped."""
-    import importlib.util
     from types import SimpleNamespace
 
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their `_common` helpers
-
-    spec = importlib.util.spec_from_file_location("twin_geometry", ROOT / "benchmarks" / "twin_geometry.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_benchmark(monkeypatch, "twin_geometry")
     clip = SimpleNamespace(family="twins_event",
                            boxes=[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]],
                            twin_boxes=[[14, 14, 24, 24], [30, 0, 40, 10], [80, 80, 90, 90], [0, 0, 0, 0]])
@@ -159,3 +164,48 @@ def test_twin_geometry_counts_cells(monkeypatch) -> None:
     assert r["frames"] == 3  # the last frame has no twin
     assert r["same_cell"] == 1 / 3 and r["within_3x3"] == 2 / 3
     assert r["median_centre_distance_px"] == 30.0 and r["median_target_width_px"] == 10.0
+
+
+def test_identity_probe_quick() -> None:
+    """The probes of every twin family, trained checkpoint and untrained twin, every stage; accuracies in [0, 1]."""
+    out, text = run_quick("identity_probe.py")
+    check_common(out, "identity_probe")
+    assert out["train_clips_per_family"] == 6 and out["test_clips_per_family"] == 3
+    assert set(out["results"]) == {"trained", "untrained"}
+    for per_family in out["results"].values():
+        assert set(per_family) == {"twins_motion", "twins_event", "relational"}
+        for family, r in per_family.items():
+            assert r["train_pairs"] > 0 and r["test_pairs"] > 0
+            assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "box_head"}
+            assert all(0.0 <= v <= 1.0 for v in r["identity"].values())
+            assert ("motion" in r) == (family == "twins_motion")
+    assert "| relational |" in text and "box_head" in text
+
+
+def test_identity_probe_helpers(monkeypatch) -> None:
+    """The probe finds a target that differs along one feature, stays near chance when nothing differs; cells,
+    neighbourhoods and motion labels on hand-made inputs."""
+    import numpy as np
+    import torch
+
+    mod = _load_benchmark(monkeypatch, "identity_probe")
+    rng = np.random.default_rng(0)
+
+    def records(n: int, signal: float) -> list[dict]:
+        out = []
+        for _ in range(n):
+            t, w = rng.normal(size=8), rng.normal(size=8)
+            t[0] += signal
+            out.append({"memory": (t, w)})
+        return out
+
+    assert mod.identity_probe(records(300, 6.0), records(200, 6.0), "memory") > 0.95
+    assert 0.35 < mod.identity_probe(records(300, 0.0), records(200, 0.0), "memory") < 0.65
+    assert mod.identity_probe([], records(5, 0.0), "memory") is None
+    assert mod._cell([0, 0, 10, 10], 112, 112, 4, 4) == 0 and mod._cell([100, 100, 112, 112], 112, 112, 4, 4) == 15
+    assert mod._cell([28, 56, 40, 60], 112, 112, 4, 4) == 2 * 4 + 1
+    assert mod._motion([0, 0, 10, 10], [5, 1, 15, 11]) == "right" and mod._motion([0, 0, 10, 10], [0, -4, 10, 6]) == "up"
+    assert mod._motion([0, 0, 10, 10], [0.5, 0, 10.5, 10]) == "still"
+    grid = torch.arange(16, dtype=torch.float32).reshape(16, 1)  # token i has feature i
+    assert mod._around(grid, 0, 4, 4).tolist() == [0, 0, 0, 0, 0, 1, 0, 4, 5]
+    assert mod._around(grid, 5, 4, 4).tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]

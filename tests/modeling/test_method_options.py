@@ -206,6 +206,42 @@ def test_frame_evidence_lets_the_two_frames_of_a_group_differ(compact_tokenizer)
                       batch["frame_timestamps"], batch["frame_mask"].bool(), video_features=features)
 
 
+def test_motion_evidence_reads_each_tokens_neighbourhood_in_both_frames(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, motion_evidence=True)
+    model.eval()
+    motion = model.qgsl.motion_evidence
+    cfg = model.config
+    p, merge, t = cfg.patch_size, cfg.spatial_merge_size, cfg.temporal_patch_size
+    # two groups of a 4x4 merged grid, rows in merge-block order: token i owns rows 4i .. 4i + 3 (merge² patches)
+    gen = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2 * 16 * merge**2, 3 * t * p * p, generator=gen)
+    grid, valid = [(4, 4), (4, 4)], torch.ones(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        base = motion(pixels, grid, valid, 16, merge, t)
+        assert base.shape == (1, 2, 16, cfg.decoder_hidden_size) and torch.isfinite(base).all()
+        # the second frame of token 5 of group 0 (grid row 1, column 1) changes: only token 5 and its 8 neighbours
+        # (rows 0-2, columns 0-2) of group 0 see it, group 1 does not
+        edited = pixels.clone().view(-1, 3, t, p * p)
+        edited[5 * merge**2: 6 * merge**2, :, 1] += 1.0
+        out = motion(edited.view_as(pixels), grid, valid, 16, merge, t)
+    changed = ((out - base).abs().sum(-1) > 1e-6)[0]  # (G, M)
+    around = {r * 4 + c for r in range(3) for c in range(3)}
+    assert set(torch.nonzero(changed[0]).flatten().tolist()) == around and not changed[1].any()
+    # in the model: the feature is added to the decoder memory, trains, and needs the pixels
+    batch = _train_batch(processor)
+    model.train()
+    out = model(**batch)
+    out.loss.backward()
+    assert motion.frame.weight.grad is not None and motion.frame.weight.grad.abs().sum() > 0
+    model.eval()
+    features = model.mllm.model.get_video_features(batch["pixel_values_videos"], batch["video_grid_thw"], return_dict=True)
+    with pytest.raises(ValueError, match="motion_evidence.*pixel_values_videos"):
+        model._encode(batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"], batch["video_grid_thw"],
+                      batch["frame_timestamps"], batch["frame_mask"].bool(), video_features=features)
+    with pytest.raises(ValueError, match="motion_evidence"):
+        _build(compact_tokenizer, motion_evidence="yes")
+
+
 @pytest.mark.parametrize("position", ["before_video", "after_video"])
 def test_query_position(compact_tokenizer, position):
     """After the video, the frame states cannot see the query: only the bridging queries carry it."""
