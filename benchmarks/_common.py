@@ -47,7 +47,7 @@ def run_record(benchmark: str, quick: bool, started: float, load_start: list[flo
     """The bookkeeping keys of a benchmark's JSON last line: its name, ``--quick``, the machine, the load averages at
     start and end, the UTC date, the command line and the seconds since ``started`` (a ``time.perf_counter()``)."""
     return {
-        "benchmark": benchmark, "quick": quick, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "benchmark": benchmark, "quick": quick, "machine": machine(),
         "load_avg_start": load_start, "load_avg_end": list(os.getloadavg()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),

@@ -41,13 +41,9 @@ markdown table per seed, the mean ± std over seeds, and a per-family table; the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -55,7 +51,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import guarded_run  # this folder is on sys.path when the script runs
+from _common import guarded_run, run_record  # this folder is on sys.path when the script runs
 
 #: name -> BridgeSTGConfig overrides of the demo recipe
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -291,11 +287,7 @@ def main() -> None:
     tables["families"] = family_table(results, names)
     print(f"\n### m_vIoU per family (mean ± std over seeds; id = twin identity accuracy)\n\n{tables['families']}", flush=True)
     print(json.dumps({
-        "benchmark": "ablations",
-        "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit('/', 1)[-1], *sys.argv]),
-        "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        **run_record("ablations", args.quick, t0, load_start),
         "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2),
         "steps": steps, "seeds": seeds, "num_test_clips": num_test, "test_stream_seed": TEST_SEED,
         "threads": args.threads, "jobs": args.jobs, "quick": args.quick, "out_dir": args.out_dir,

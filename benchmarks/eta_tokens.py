@@ -40,11 +40,9 @@ FFN 2048) counted by FlopCounterMode on meta tensors of those shapes.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdp
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 from bridge_stg.training.demo import DemoModelArguments, build_demo_model
 
-from _common import machine  # benchmarks/ is on sys.path when a script runs
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 VIDSTG_DIR = Path(os.environ.get("BRIDGE_STG_VIDSTG_DIR", ""))
 FALLBACK_SPAN_FRACTION = 0.40
@@ -237,7 +235,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     frames_list = [16] if args.quick else [int(x) for x in args.frames.split(",")]
     repeats = 2 if args.quick else args.repeats
     ground_repeats = 2 if args.quick else args.ground_repeats
@@ -303,11 +301,8 @@ def main() -> None:
           f"{q7['eta_token_reads']} vs {q7['no_eta_token_reads']}; decoder {q7['eta_gflops']:.1f} vs {q7['no_eta_gflops']:.1f} "
           f"GFLOPs ({q7['flops_ratio']}x)", flush=True)
     print(json.dumps({
-        "benchmark": "eta_tokens", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        "torch": torch.__version__, "threads": args.threads, "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick, "repeats": repeats, "ground_repeats": ground_repeats,
+        **run_record("eta_tokens", args.quick, started, load_start),
+        "torch": torch.__version__, "threads": args.threads, "repeats": repeats, "ground_repeats": ground_repeats,
         "span_fraction": round(fraction, 4), "span_fraction_source": source, "results": results,
         "qwen2_5_vl_7b_computed": q7,
     }))

@@ -39,7 +39,6 @@ clip per family (a smoke test of the script, not a measurement).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -54,7 +53,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import guarded_run, machine
+from _common import guarded_run, run_record
 
 #: the rewards of each variant
 VARIANTS: dict[str, tuple[str, ...]] = {"temporal": ("format", "temporal_iou"), "tube": ("format", "temporal_iou", "tube_viou")}
@@ -422,9 +421,7 @@ def main() -> None:
           f"family)\n\n{table(summary, families)}\n\nchecks: {json.dumps(summary['checks'])}\ncommits: {', '.join(commits)}",
           flush=True)
     print(json.dumps({
-        "benchmark": "grpo", "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        **run_record("grpo", args.quick, t0, load_start), "command": command,
         "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2), "quick": args.quick, "options": options,
         "seeds": seeds, "variants": variants, "checkpoint_span_source": before["checkpoint_span_source"], "out": out_dir,
         "commits": commits, "git": git_commit(),

@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import time
-from collections import defaultdict
 from typing import Any
 
 import numpy as np

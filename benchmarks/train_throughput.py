@@ -32,7 +32,6 @@ object.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import resource
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine  # benchmarks/ is on sys.path when a script runs
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 
 def max_rss_mb() -> float:
@@ -131,7 +130,7 @@ def main() -> None:
         return
     steps, warmup = (3, 1) if args.quick else (args.steps, args.warmup)
     thread_list = [1] if args.quick else [int(x) for x in args.threads.split(",")]
-    load_start = os.getloadavg()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     results: dict[str, Any] = {}
     for t in thread_list:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--threads", str(t), "--steps", str(steps),
@@ -148,9 +147,7 @@ def main() -> None:
               f"clip+AdamW {r['optim_s']:.3f}) | peak RSS {r['peak_rss_mb']:.0f} MiB (+{r['training_rss_increase_mb']:.0f} "
               f"MiB over the built model) | load {[round(x, 2) for x in r['load_avg_start']]}", flush=True)
     print(json.dumps({
-        "benchmark": "train_throughput", "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_avg_start": load_start, "load_avg_end": os.getloadavg(), "quick": args.quick,
+        **run_record("train_throughput", args.quick, started, load_start),
         "steps": steps, "warmup": warmup, "threads": thread_list, "results": results,
     }))
 

@@ -36,7 +36,6 @@ scores alone do not show while the boxes are still on the plateau (docs/method.m
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -50,7 +49,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from _common import guarded_run, machine
+from _common import guarded_run, run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 #: configuration -> auxiliary tasks added to the STVG clips of every step
@@ -339,9 +338,7 @@ def main() -> None:
           + f"commits: {', '.join(commits)}",
           flush=True)
     print(json.dumps({
-        "benchmark": "transfer", "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": command,
-        "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
+        **run_record("transfer", args.quick, t0, load_start), "command": command,
         "wall_minutes": round((time.perf_counter() - t0) / 60.0, 2), "quick": args.quick, "steps": steps, "seeds": seeds,
         "configs": configs, "families": families, "clips_per_family": cpf, "threads": args.threads, "jobs": args.jobs,
         "out": out_dir, "commits": commits, "git": git_commit(),
