@@ -20,6 +20,10 @@ and scored on the demo's test stream (``TEST_STREAM``, seed 0, the clips ``bridg
 no fitting: the share of pairs where the target's cell scores higher. ``motion`` (``twins_motion`` only): a 5-way
 logistic regression (left, right, up, down, still: the box centre's move between the group's two frames) from one
 object's cell, target and twin alike, so it says whether the motion the query names is in the token at all.
+``query_word`` (``twins_motion``, ``relational``): a logistic regression from one clip's bridging queries Q_b
+(``bridge``, the K queries concatenated) or its mean frame state s_g (``frame_state``) to the query's deciding word
+(the action, the relation), so it says whether what the decoder's queries start from knows which twin is asked for.
+The stages ``vision_3x3`` and ``memory_3x3`` concatenate the cell's token with its 8 neighbours' (zeros off the grid).
 
 Each probe is fitted once on the checkpoint and once on the same architecture with fresh weights (``untrained``,
 ``torch.manual_seed(0)``): what the untrained model's features already allow is what the architecture gives for free,
@@ -45,6 +49,8 @@ from _common import run_record
 TWIN_FAMILIES = ("twins_motion", "twins_event", "relational")
 #: the features probed: one cell's token, or the cell's and its 8 neighbours' tokens concatenated
 STAGES = ("vision", "vision_3x3", "memory", "memory_3x3")
+#: the word of the query that decides between the twins, per family (the key of the clip's ``details``)
+QUERY_WORDS = {"twins_motion": "action", "relational": "relation"}
 MOTIONS = ("left", "right", "up", "down", "still")
 
 
@@ -72,12 +78,15 @@ def _motion(a: list[float], b: list[float]) -> str:
 
 
 @torch.no_grad()
-def collect(model: Any, processor: Any, clips: list[Any], batch_size: int = 8) -> list[dict[str, Any]]:
-    """One record per (clip, temporal group in the span, target and twin in different cells): both cells' features at
-    each stage, the box head's scores of the two cells and each object's motion in the group."""
+def collect(model: Any, processor: Any, clips: list[Any],
+            batch_size: int = 8) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pair records: one per (clip, temporal group in the span, target and twin in different cells), with both cells'
+    features at each stage, the box head's scores of the two cells and each object's motion in the group. Query
+    records: one per clip whose family has a deciding word (``QUERY_WORDS``), with that word and the clip's bridging
+    queries and mean frame state."""
     from bridge_stg.training.demo import training_batch
 
-    records = []
+    records, queries = [], []
     for start in range(0, len(clips), batch_size):
         part = clips[start: start + batch_size]
         batch = training_batch(processor, part)
@@ -91,6 +100,11 @@ def collect(model: Any, processor: Any, clips: list[Any], batch_size: int = 8) -
         offsets = np.cumsum([0, *groups_per_clip])
         merge = model.config.spatial_merge_size
         for b, clip in enumerate(part):
+            if clip.family in QUERY_WORDS:
+                valid = batch["frame_mask"][b]
+                queries.append({"word": clip.details[QUERY_WORDS[clip.family]],
+                                "bridge": enc.bridge_queries[b].flatten().float().numpy(),
+                                "frame_state": enc.frame_states[b][valid].mean(0).float().numpy()})
             target = dict(zip(clip.frame_ids, clip.boxes))
             twin = dict(zip(clip.frame_ids, clip.twin_boxes))
             frame_ids = batch["frame_ids"][b].tolist()
@@ -118,7 +132,7 @@ def collect(model: Any, processor: Any, clips: list[Any], batch_size: int = 8) -
                     f0, f1 = frame_ids[slots[0]], frame_ids[slots[1]]
                     rec["motion"] = (_motion(target[f0], target[f1]), _motion(twin[f0], twin[f1]))
                 records.append(rec)
-    return records
+    return records, queries
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-2, steps: int = 200) -> torch.nn.Linear:
@@ -185,16 +199,36 @@ def motion_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stage:
     return {"accuracy": float((pred == yb).mean()), "majority": float((yb == majority).mean()), "objects": int(len(yb))}
 
 
+def query_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
+    """Which deciding word the query has (twins_motion: the action, relational: the relation), from the clip's
+    bridging queries Q_b (``bridge``) or its mean frame state s_g (``frame_state``): test accuracy and the majority
+    word's share."""
+    if not train or not test:
+        return None
+    words = sorted({q["word"] for q in train})
+    xa, xb = _standardise(np.stack([q[source] for q in train]), np.stack([q[source] for q in test]))
+    ya = np.array([words.index(q["word"]) for q in train])
+    yb = np.array([words.index(q["word"]) if q["word"] in words else -1 for q in test])
+    lin = _fit_logistic(xa, ya, len(words))
+    with torch.no_grad():
+        pred = lin(torch.tensor(xb, dtype=torch.float64)).argmax(1).numpy()
+    majority = np.bincount(ya, minlength=len(words)).argmax()
+    return {"accuracy": float((pred == yb).mean()), "majority": float((yb == majority).mean()), "clips": int(len(yb))}
+
+
 def probe_model(model: Any, processor: Any, train_clips: dict[str, list], test_clips: dict[str, list]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family in train_clips:
-        train, test = collect(model, processor, train_clips[family]), collect(model, processor, test_clips[family])
+        (train, train_q), (test, test_q) = (collect(model, processor, train_clips[family]),
+                                            collect(model, processor, test_clips[family]))
         entry: dict[str, Any] = {"train_pairs": len(train), "test_pairs": len(test),
                                  "identity": {s: identity_probe(train, test, s) for s in STAGES}}
         entry["identity"]["box_head"] = (float(np.mean([r["box_head"][0] > r["box_head"][1] for r in test]))
                                          if test else None)
         if family == "twins_motion":
             entry["motion"] = {s: motion_probe(train, test, s) for s in STAGES}
+        if family in QUERY_WORDS:
+            entry["query_word"] = {s: query_probe(train_q, test_q, s) for s in ("bridge", "frame_state")}
         out[family] = entry
     return out
 
@@ -238,6 +272,12 @@ def main() -> None:
         if t is not None:
             print(f"twins_motion, motion from the {stage} token: trained {t['accuracy']:.2f}, untrained {u['accuracy']:.2f}"
                   f" (majority class {t['majority']:.2f}, {t['objects']} objects)")
+    for family in QUERY_WORDS:
+        for source in ("bridge", "frame_state"):
+            t, u = results["trained"][family]["query_word"][source], results["untrained"][family]["query_word"][source]
+            if t is not None:
+                print(f"{family}, the query's {QUERY_WORDS[family]} from the {source}: trained {t['accuracy']:.2f}, "
+                      f"untrained {u['accuracy']:.2f} (majority word {t['majority']:.2f}, {t['clips']} clips)")
     print(json.dumps({**run_record("identity_probe", args.quick, t0, load_start), "checkpoint": os.path.abspath(checkpoint),
                       "train_clips_per_family": n_train, "test_clips_per_family": n_test, "threads": args.threads,
                       "results": results}))

@@ -179,6 +179,10 @@ def test_identity_probe_quick() -> None:
             assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "box_head"}
             assert all(0.0 <= v <= 1.0 for v in r["identity"].values())
             assert ("motion" in r) == (family == "twins_motion")
+            assert ("query_word" in r) == (family in ("twins_motion", "relational"))
+            if "query_word" in r:
+                assert set(r["query_word"]) == {"bridge", "frame_state"}
+                assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
     assert "| relational |" in text and "box_head" in text
 
 
@@ -202,6 +206,10 @@ def test_identity_probe_helpers(monkeypatch) -> None:
     assert mod.identity_probe(records(300, 6.0), records(200, 6.0), "memory") > 0.95
     assert 0.35 < mod.identity_probe(records(300, 0.0), records(200, 0.0), "memory") < 0.65
     assert mod.identity_probe([], records(5, 0.0), "memory") is None
+    words = ["left", "right", "up"]
+    clips = [{"word": words[i % 3], "bridge": np.eye(3)[i % 3] * 5 + rng.normal(size=3) * 0.1} for i in range(60)]
+    q = mod.query_probe(clips[:40], clips[40:], "bridge")
+    assert q["accuracy"] == 1.0 and q["clips"] == 20 and 0.3 <= q["majority"] <= 0.4
     assert mod._cell([0, 0, 10, 10], 112, 112, 4, 4) == 0 and mod._cell([100, 100, 112, 112], 112, 112, 4, 4) == 15
     assert mod._cell([28, 56, 40, 60], 112, 112, 4, 4) == 2 * 4 + 1
     assert mod._motion([0, 0, 10, 10], [5, 1, 15, 11]) == "right" and mod._motion([0, 0, 10, 10], [0, -4, 10, 6]) == "up"
