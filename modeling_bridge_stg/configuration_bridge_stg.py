@@ -25,7 +25,7 @@ DEFAULT_MAX_FRAMES = 64
 DEFAULT_MIN_FRAMES = 4
 #: the component losses of ``BridgeSTGModelOutput`` (each weighted by ``<name>_weight``)
 COMPONENT_LOSSES = ("loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span",
-                    "loss_reference")
+                    "loss_reference", "loss_query")
 LOSS_WEIGHT_FIELDS = tuple(f"{name}_weight" for name in COMPONENT_LOSSES)
 
 
@@ -114,7 +114,9 @@ class BridgeSTGConfig(PreTrainedConfig):
         loss_*_weight (`float`): weights of `loss_lm` (1.0), `loss_l1` (5.0), `loss_giou` (2.0),
             `loss_presence` (1.0), `loss_relevance` (0.5), `loss_contrastive` (0.5), `loss_span`
             (frame start/end cross-entropy, 1.0) and `loss_reference` (BCE of the box head's reference-point scores
-            against the memory tokens whose cell overlaps the ground-truth box, 0.0).
+            against the memory tokens whose cell overlaps the ground-truth box, 0.0) and `loss_query` (0.0: the prompt's
+            text tokens reconstructed as a bag of words from the mean bridging query, through the LLM's input
+            embeddings, so that the bridge carries the query's words to the decoder; docs/method.md §3.25).
         contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
         answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
         answer_timestamps (`str`, defaults to `"exact"`): the seconds of the training answer: `"exact"` (the
@@ -186,6 +188,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     loss_contrastive_weight: float = 0.5
     loss_span_weight: float = 1.0
     loss_reference_weight: float = 0.0
+    loss_query_weight: float = 0.0
     contrastive_temperature: float = 0.07
     answer_decimals: int = 1
     answer_timestamps: str = "exact"

@@ -127,7 +127,7 @@ def coupled_forward(model: Any, input_ids, attention_mask, mm_token_type_ids, pi
     return BridgeSTGModelOutput(
         loss=None if lm is None else model.config.loss_lm_weight * lm, loss_lm=lm if lm is not None else zero,
         loss_l1=zero, loss_giou=zero, loss_presence=zero, loss_relevance=zero, loss_contrastive=zero, loss_span=zero,
-        loss_reference=zero,
+        loss_reference=zero, loss_query=zero,
     )
 
 

@@ -136,5 +136,24 @@ def reference_loss(layer_scores: torch.Tensor, token_valid: torch.Tensor, cell_b
     return (torch.logsumexp(scores, -1) - torch.logsumexp(on_target, -1)).mean(-1).sum()
 
 
+def bag_of_words_loss(logits: torch.Tensor, token_ids: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Bag-of-words reconstruction (``loss_query``): per sample, the mean over its distinct selected tokens of
+    ``-log softmax(logits)[token]``, averaged over the samples that have any.
+
+    Args:
+        logits: ``(B, V)`` scores over the vocabulary.
+        token_ids: ``(B, L)`` token ids.
+        token_mask: ``(B, L)`` bool, the tokens of the bag.
+    """
+    logp = logits.float().log_softmax(-1)
+    # masked-out positions add 0 at their id, so only the bag's tokens count; each distinct token once
+    bag = (torch.zeros_like(logp).scatter_add_(1, token_ids, token_mask.float()) > 0).float()
+    count = bag.sum(-1)
+    has = count > 0
+    if not bool(has.any()):
+        return zero_like(logits)
+    return (-(logp * bag).sum(-1)[has] / count[has]).mean()
+
+
 __all__ = ["zero_like", "lm_loss", "box_losses", "presence_loss", "relevance_loss", "contrastive_loss", "span_loss",
-           "reference_loss"]
+           "reference_loss", "bag_of_words_loss"]

@@ -51,7 +51,8 @@ class BridgeSTGModelOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*): weighted sum of the component losses.
-        loss_lm, loss_l1, loss_giou, loss_presence, loss_relevance, loss_contrastive, loss_span, loss_reference (`()`):
+        loss_lm, loss_l1, loss_giou, loss_presence, loss_relevance, loss_contrastive, loss_span, loss_reference,
+            loss_query (`()`):
             the unweighted component losses (0 where a term has nothing to apply to).
         pred_boxes (`(B, F, 4)`): last decoder layer boxes, normalised `(cx, cy, w, h)` relative to the full
             frame, on the sampled frames the decoder ran on (zeros elsewhere). Use
@@ -73,6 +74,7 @@ class BridgeSTGModelOutput(ModelOutput):
     loss_contrastive: torch.FloatTensor | None = None
     loss_span: torch.FloatTensor | None = None
     loss_reference: torch.FloatTensor | None = None
+    loss_query: torch.FloatTensor | None = None
     pred_boxes: torch.FloatTensor | None = None
     presence_logits: torch.FloatTensor | None = None
     decoder_frame_mask: torch.BoolTensor | None = None
@@ -279,6 +281,8 @@ class BridgeSTGSemanticBridge(nn.Module):
         self.temporal_head = BridgeSTGTemporalHead(config)
         self.hidden = d
         self.bridge_in_decoder = config.bridge_in_decoder
+        # `loss_query`: mean(Q_b) -> LLM width, scored against the LLM's input embeddings (docs/method.md §3.25)
+        self.text_head = nn.Linear(d, D) if config.loss_query_weight > 0 else None
 
     def embed_bridge_tokens(self, embeds: torch.Tensor, input_ids: torch.Tensor, bridge_ids: torch.Tensor) -> torch.Tensor:
         """`(B, L, D)` embeddings with the bridge tokens' rows taken from `bridge_embeddings`."""
@@ -1199,6 +1203,8 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         if frame_labels is not None:
             terms.update(self._grounding_losses(enc, layer_boxes, layer_logits, layer_scores, decode, frame_mask,
                                                 frame_labels, target_boxes, target_box_mask, task_ids))
+        if self.stsb.text_head is not None and (labels is not None or frame_labels is not None):
+            terms["loss_query"] = self._query_loss(enc, input_ids, attention_mask, mm_token_type_ids, labels)
         loss = None
         if labels is not None or frame_labels is not None:
             loss = sum(getattr(cfg, f"{name}_weight") * value for name, value in terms.items())
@@ -1207,6 +1213,23 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             layer_boxes=layer_boxes, layer_presence_logits=layer_logits, span_start_logits=enc.span_start_logits,
             span_end_logits=enc.span_end_logits, relevance_logits=enc.relevance_logits, bridge_queries=enc.bridge_queries,
         )
+
+    def _query_loss(self, enc: BridgeSTGEncoderOutput, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    mm_token_type_ids: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """`loss_query`: the prompt's text tokens (not video, vision markers, bridge tokens, `<|im_end|>` or the answer)
+        as a bag of words, predicted from the mean bridging query through the LLM's input embeddings (detached, so the
+        vocabulary is not reshaped by it). The prompt's template tokens are the same in every sample; the words that
+        differ are the query's, which is what the loss makes the bridge carry."""
+        mc = self.config.mllm_config
+        special = torch.cat([self._bridge_ids(input_ids.device), torch.tensor(
+            [mc.video_token_id, mc.vision_start_token_id, mc.vision_end_token_id, self.im_end_token_id],
+            device=input_ids.device)])
+        text = attention_mask.bool() & (mm_token_type_ids == 0) & ~torch.isin(input_ids, special)
+        if labels is not None:
+            text &= labels == -100
+        vocab = self.mllm.get_input_embeddings().weight.detach()
+        logits = self.stsb.text_head(enc.bridge_queries.mean(1)) @ vocab.t().to(enc.bridge_queries.dtype)
+        return losses.bag_of_words_loss(logits, input_ids, text)
 
     def _grounding_losses(self, enc, layer_boxes, layer_logits, layer_scores, decode, frame_mask, frame_labels,
                           target_boxes, target_box_mask, task_ids) -> dict[str, torch.Tensor]:

@@ -449,7 +449,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         step += 1
         parts = {"loss": float(loss.detach())}
         for name in ("loss_span", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive",
-                     "loss_reference", "loss_lm"):
+                     "loss_reference", "loss_query", "loss_lm"):
             v = getattr(outputs, name, None)
             if isinstance(v, torch.Tensor):
                 parts[name.replace("loss_", "")] = float(v.detach())

@@ -41,8 +41,8 @@ from .trainer import BridgeSTGTrainer
 #: the components of the model's loss that apply to each task (``BridgeSTGForVideoGrounding.forward``)
 TASK_COMPONENTS: dict[str, tuple[str, ...]] = {
     "stvg": COMPONENT_LOSSES,
-    "tvg": ("loss_lm", "loss_relevance", "loss_contrastive", "loss_span"),
-    "rec": ("loss_l1", "loss_giou", "loss_presence", "loss_reference"),
+    "tvg": ("loss_lm", "loss_relevance", "loss_contrastive", "loss_span", "loss_query"),
+    "rec": ("loss_l1", "loss_giou", "loss_presence", "loss_reference", "loss_query"),
 }
 
 

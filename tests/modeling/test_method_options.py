@@ -242,6 +242,60 @@ def test_motion_evidence_reads_each_tokens_neighbourhood_in_both_frames(compact_
         _build(compact_tokenizer, motion_evidence="yes")
 
 
+def test_query_loss_reconstructs_the_prompts_words_from_the_bridge(compact_tokenizer):
+    from bridge_stg.losses_bridge_stg import bag_of_words_loss
+
+    # the unit: distinct masked tokens once each, mean -log p per sample, samples without tokens left out
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25, 1e-9], [0.25, 0.25, 0.25, 0.25]]))
+    ids = torch.tensor([[0, 1, 1, 3], [2, 2, 3, 0]])
+    mask = torch.tensor([[True, True, True, False], [False, False, False, False]])
+    expected = -(math.log(0.5) + math.log(0.25)) / 2
+    assert float(bag_of_words_loss(logits, ids, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float(bag_of_words_loss(logits, ids, torch.zeros_like(mask))) == 0.0
+
+    model, processor = _build(compact_tokenizer, loss_query_weight=1.0)
+    assert model.stsb.text_head is not None
+    off, p2 = _build(compact_tokenizer)
+    assert off.stsb.text_head is None and float(off(**_train_batch(p2)).loss_query.detach()) == 0.0
+    batch = _train_batch(processor, query="the white square")
+    out = model(**batch)
+    # a fresh head is near uniform over the vocabulary
+    vocab = model.mllm.get_input_embeddings().weight.shape[0]
+    assert abs(float(out.loss_query) - math.log(vocab)) < 1.0
+    model.zero_grad()
+    out.loss_query.backward()
+    assert model.stsb.text_head.weight.grad.abs().sum() > 0
+    # the bag: the query's words are in it, the video / marker / bridge tokens and the answer are not
+    captured = {}
+    import bridge_stg.losses_bridge_stg as L
+
+    real = L.bag_of_words_loss
+
+    def spy(logits, token_ids, token_mask):
+        captured["ids"], captured["mask"] = set(token_ids[token_mask].tolist()), token_mask.clone()
+        return real(logits, token_ids, token_mask)
+
+    L.bag_of_words_loss = spy
+    try:
+        model(**batch)
+    finally:
+        L.bag_of_words_loss = real
+    tok = processor.tokenizer
+    words = set(tok(" the white square", add_special_tokens=False)["input_ids"])  # as in "Query: the white square"
+    cfg = model.config.mllm_config
+    assert words <= captured["ids"]
+    assert not captured["ids"] & {cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id,
+                                  *model.config.bridge_token_ids}
+    assert bool((batch["labels"] != -100).any())  # the training batch has an answer, and none of it is in the bag
+    assert not bool((captured["mask"] & (batch["labels"] != -100)).any())
+    # the weight enters the total loss
+    with torch.no_grad():
+        base = model(**batch)
+    torch.testing.assert_close(base.loss, sum(getattr(model.config, f"{k}_weight") * getattr(base, k) for k in (
+        "loss_lm", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive", "loss_span",
+        "loss_reference", "loss_query")))
+
+
 @pytest.mark.parametrize("position", ["before_video", "after_video"])
 def test_query_position(compact_tokenizer, position):
     """After the video, the frame states cannot see the query: only the bridging queries carry it."""
