@@ -152,9 +152,18 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-2, 
     return lin
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mu, sd = train.mean(0), train.std(0) + 1e-6
-    return (train - mu) / sd, (test - mu) / sd
+def _classify(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, classes: int) -> np.ndarray:
+    """Standardise the features on the training set, fit the logistic regression, return the test predictions."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    lin = _fit_logistic((x_train - mu) / sd, y_train, classes)
+    with torch.no_grad():
+        return lin(torch.tensor((x_test - mu) / sd, dtype=torch.float64)).argmax(1).numpy()
+
+
+def _against_majority(pred: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, classes: int) -> dict[str, float]:
+    """Test accuracy, and the share of the test set in the training set's most common class (a constant guess)."""
+    majority = np.bincount(y_train, minlength=classes).argmax()
+    return {"accuracy": float((pred == y_test).mean()), "majority": float((y_test == majority).mean())}
 
 
 def identity_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stage: str) -> float | None:
@@ -169,11 +178,7 @@ def identity_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stag
         return diff * np.where(flip, -1.0, 1.0)[:, None], 1 - flip  # label 1: the first of the pair is the target
 
     (xa, ya), (xb, yb) = pairs(train), pairs(test)
-    xa, xb = _standardise(xa, xb)
-    lin = _fit_logistic(xa, ya, 2)
-    with torch.no_grad():
-        pred = lin(torch.tensor(xb, dtype=torch.float64)).argmax(1).numpy()
-    return float((pred == yb).mean())
+    return float((_classify(xa, ya, xb, 2) == yb).mean())
 
 
 def motion_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stage: str) -> dict[str, Any] | None:
@@ -191,12 +196,8 @@ def motion_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stage:
     (xa, ya), (xb, yb) = objects(train), objects(test)
     if len(ya) == 0 or len(yb) == 0:
         return None
-    xa, xb = _standardise(xa, xb)
-    lin = _fit_logistic(xa, ya, len(MOTIONS))
-    with torch.no_grad():
-        pred = lin(torch.tensor(xb, dtype=torch.float64)).argmax(1).numpy()
-    majority = np.bincount(ya, minlength=len(MOTIONS)).argmax()
-    return {"accuracy": float((pred == yb).mean()), "majority": float((yb == majority).mean()), "objects": int(len(yb))}
+    pred = _classify(xa, ya, xb, len(MOTIONS))
+    return {**_against_majority(pred, ya, yb, len(MOTIONS)), "objects": int(len(yb))}
 
 
 def query_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
@@ -206,14 +207,10 @@ def query_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], source:
     if not train or not test:
         return None
     words = sorted({q["word"] for q in train})
-    xa, xb = _standardise(np.stack([q[source] for q in train]), np.stack([q[source] for q in test]))
     ya = np.array([words.index(q["word"]) for q in train])
     yb = np.array([words.index(q["word"]) if q["word"] in words else -1 for q in test])
-    lin = _fit_logistic(xa, ya, len(words))
-    with torch.no_grad():
-        pred = lin(torch.tensor(xb, dtype=torch.float64)).argmax(1).numpy()
-    majority = np.bincount(ya, minlength=len(words)).argmax()
-    return {"accuracy": float((pred == yb).mean()), "majority": float((yb == majority).mean()), "clips": int(len(yb))}
+    pred = _classify(np.stack([q[source] for q in train]), ya, np.stack([q[source] for q in test]), len(words))
+    return {**_against_majority(pred, ya, yb, len(words)), "clips": int(len(yb))}
 
 
 def probe_model(model: Any, processor: Any, train_clips: dict[str, list], test_clips: dict[str, list]) -> dict[str, Any]:

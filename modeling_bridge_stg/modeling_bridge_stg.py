@@ -531,6 +531,16 @@ class BridgeSTGVisualMemory(nn.Module):
         return self.norm(self.proj(tokens))
 
 
+def frame_pixels_per_token(pixel_values: torch.Tensor, merge: int, temporal_patch: int) -> torch.Tensor:
+    """`(N_tokens, temporal_patch, merge² · 3 · p · p)`: each merged token's pixels, split into the frames of its group.
+
+    `pixel_values` is the processor's `(ΣN_patches, 3 · temporal_patch · p · p)` (rows in merge-block order, values as
+    `(3, temporal_patch, p, p)`)."""
+    n_tok = pixel_values.shape[0] // merge**2
+    per_frame = pixel_values.reshape(n_tok, merge**2, 3, temporal_patch, -1).permute(0, 3, 1, 2, 4)
+    return per_frame.reshape(n_tok, temporal_patch, -1)
+
+
 class BridgeSTGMotionEvidence(nn.Module):
     """`config.motion_evidence`: a motion feature per memory token, from the pixels of its 3x3 grid neighbourhood in the
     group's two frames (docs/method.md §3.25).
@@ -551,14 +561,11 @@ class BridgeSTGMotionEvidence(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int,
                 merge: int, temporal_patch: int) -> torch.Tensor:
-        """`(B, G, M, d)` from the processor's `pixel_values` (`(ΣN_patches, 3 · temporal_patch · p · p)`, rows in
-        merge-block order; see `BridgeSTGSpatialDecoder.build_frame_evidence`)."""
+        """`(B, G, M, d)` from the processor's `pixel_values` (see `frame_pixels_per_token`)."""
         B, G = group_valid.shape
-        n_tok = pixel_values.shape[0] // merge**2
-        per_frame = pixel_values.reshape(n_tok, merge**2, 3, temporal_patch, -1).permute(0, 3, 1, 2, 4)
-        e = self.frame(per_frame.reshape(n_tok, temporal_patch, -1).to(self.frame.weight.dtype))  # (n_tok, T, d)
+        e = self.frame(frame_pixels_per_token(pixel_values, merge, temporal_patch).to(self.frame.weight.dtype))  # (N, T, d)
         first, last = e[:, 0], e[:, -1]
-        mixed = self.mix(torch.cat([first, last, last - first], dim=-1))  # (n_tok, d)
+        mixed = self.mix(torch.cat([first, last, last - first], dim=-1))  # (N, d)
         d = mixed.shape[-1]
         out = mixed.new_zeros(B, G, M, d)
         offset = 0
@@ -636,14 +643,12 @@ class BridgeSTGSpatialDecoder(nn.Module):
     ) -> torch.Tensor:
         """Each frame's own evidence per merged token, `(B, G, temporal_patch, M, d)`.
 
-        `pixel_values` is the processor's `(ΣN_patches, 3 · temporal_patch · p · p)` (rows in merge-block order, values
-        as `(3, temporal_patch, p, p)`): the merge² patches of a token are split into the frames of the group, and
-        each frame's pixels are projected to the decoder width.
+        The merge² patches of a token are split into the frames of the group (`frame_pixels_per_token`), and each
+        frame's pixels are projected to the decoder width.
         """
         B, G = group_valid.shape
-        n_tok = pixel_values.shape[0] // merge**2
-        per_frame = pixel_values.reshape(n_tok, merge**2, 3, temporal_patch, -1).permute(0, 3, 1, 2, 4)
-        ev = self.frame_evidence(per_frame.reshape(n_tok, temporal_patch, -1).to(self.frame_evidence[0].weight.dtype))
+        per_frame = frame_pixels_per_token(pixel_values, merge, temporal_patch)
+        ev = self.frame_evidence(per_frame.to(self.frame_evidence[0].weight.dtype))
         out = ev.new_zeros(B, G, temporal_patch, M, ev.shape[-1])
         offset = 0
         for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
@@ -1040,15 +1045,14 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         grid_hw = [(int(h) // merge, int(w) // merge) for _, h, w in video_grid_thw.tolist()]
         tokens = self._group_tokens(video_rows, video_grid_thw, video_features)
         memory, memory_pos, memory_valid, centres, cells = self.qgsl.build_memory(tokens, grid_hw, group_valid, frame_states.dtype)
+        needs_pixels = [n for n in ("motion_evidence", "frame_evidence") if getattr(self.qgsl, n) is not None]
+        if needs_pixels and pixel_values_videos is None:
+            raise ValueError(f"{needs_pixels[0]}: the decoder needs pixel_values_videos (each frame's own pixels)")
         if self.qgsl.motion_evidence is not None:
-            if pixel_values_videos is None:
-                raise ValueError("motion_evidence: the decoder needs pixel_values_videos (each frame's own pixels)")
             memory = memory + self.qgsl.motion_evidence(pixel_values_videos, grid_hw, group_valid, memory.shape[2], merge,
                                                         cfg.temporal_patch_size)
         evidence = None
         if self.qgsl.frame_evidence is not None:
-            if pixel_values_videos is None:
-                raise ValueError("frame_evidence: the decoder needs pixel_values_videos (each frame's own pixels)")
             evidence = self.qgsl.build_frame_evidence(pixel_values_videos, grid_hw, group_valid, memory.shape[2], merge,
                                                       cfg.temporal_patch_size)
         memory_mean = (memory * memory_valid.unsqueeze(-1)).sum(2) / memory_valid.sum(2, keepdim=True).clamp(min=1)

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from ..configuration_bridge_stg import REFERENCE_READOUTS, BridgeSTGConfig
+from ..configuration_bridge_stg import COMPONENT_LOSSES, REFERENCE_READOUTS, BridgeSTGConfig
 from ..errors_bridge_stg import MissingAssetError
 from ..modeling_bridge_stg import BridgeSTGForVideoGrounding
 from ..processing_bridge_stg import BridgeSTGProcessor
@@ -448,8 +448,7 @@ def train_demo(args: DemoTrainingArguments, progress: bool = True) -> dict[str, 
         optim.step()
         step += 1
         parts = {"loss": float(loss.detach())}
-        for name in ("loss_span", "loss_l1", "loss_giou", "loss_presence", "loss_relevance", "loss_contrastive",
-                     "loss_reference", "loss_query", "loss_lm"):
+        for name in COMPONENT_LOSSES:
             v = getattr(outputs, name, None)
             if isinstance(v, torch.Tensor):
                 parts[name.replace("loss_", "")] = float(v.detach())
