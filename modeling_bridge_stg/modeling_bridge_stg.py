@@ -541,6 +541,20 @@ def frame_pixels_per_token(pixel_values: torch.Tensor, merge: int, temporal_patc
     return per_frame.reshape(n_tok, temporal_patch, -1)
 
 
+def pad_groups(flat: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int) -> torch.Tensor:
+    """`(B, G, M, *rest)`: per-token rows `flat` (`(ΣN, *rest)`, the valid groups' tokens in (sample, group) order,
+    `h * w` of them per group as in `grid_hw`) placed at their group, zeros past each group's tokens and in invalid
+    groups."""
+    B, G = group_valid.shape
+    out = flat.new_zeros(B, G, M, *flat.shape[1:])
+    offset = 0
+    for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
+        n = grid_hw[row][0] * grid_hw[row][1]
+        out[b, g, :n] = flat[offset: offset + n]
+        offset += n
+    return out
+
+
 class BridgeSTGMotionEvidence(nn.Module):
     """`config.motion_evidence`: a motion feature per memory token, from the pixels of its 3x3 grid neighbourhood in the
     group's two frames (docs/method.md §3.25).
@@ -562,21 +576,18 @@ class BridgeSTGMotionEvidence(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int,
                 merge: int, temporal_patch: int) -> torch.Tensor:
         """`(B, G, M, d)` from the processor's `pixel_values` (see `frame_pixels_per_token`)."""
-        B, G = group_valid.shape
         e = self.frame(frame_pixels_per_token(pixel_values, merge, temporal_patch).to(self.frame.weight.dtype))  # (N, T, d)
         first, last = e[:, 0], e[:, -1]
         mixed = self.mix(torch.cat([first, last, last - first], dim=-1))  # (N, d)
         d = mixed.shape[-1]
-        out = mixed.new_zeros(B, G, M, d)
-        offset = 0
-        for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
-            gh, gw = grid_hw[row]
+        neighbourhoods, offset = [], 0
+        for gh, gw in grid_hw:
             n = gh * gw
             grid = F.pad(mixed[offset: offset + n].reshape(gh, gw, d).permute(2, 0, 1), (1, 1, 1, 1))  # (d, gh+2, gw+2)
             around = torch.cat([grid[:, i: i + gh, j: j + gw] for i in range(3) for j in range(3)], dim=0)  # (9d, gh, gw)
-            out[b, g, :n] = self.norm(self.spread(around.reshape(9 * d, n).t()))
+            neighbourhoods.append(around.reshape(9 * d, n).t())
             offset += n
-        return out
+        return pad_groups(self.norm(self.spread(torch.cat(neighbourhoods, 0))), grid_hw, group_valid, M)
 
 
 class BridgeSTGSpatialDecoder(nn.Module):
@@ -614,18 +625,15 @@ class BridgeSTGSpatialDecoder(nn.Module):
         B, G = group_valid.shape
         device, d = group_valid.device, self.hidden
         M = max(t.shape[0] for t in group_tokens)
-        memory = torch.zeros(B, G, M, d, device=device, dtype=dtype)
+        memory = pad_groups(self.memory(torch.cat(group_tokens, 0).to(dtype)), grid_hw, group_valid, M).to(dtype)
         memory_pos = torch.zeros_like(memory)
         memory_valid = torch.zeros(B, G, M, dtype=torch.bool, device=device)
         centres = torch.zeros(B, G, M, 2, device=device, dtype=dtype)
         cells = torch.ones(B, G, 2, device=device, dtype=dtype)
-        projected = self.memory(torch.cat(group_tokens, 0).to(dtype))
-        offset, pos_cache = 0, {}
+        pos_cache = {}
         for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
             gh, gw = grid_hw[row]
             n = gh * gw
-            memory[b, g, :n] = projected[offset: offset + n]
-            offset += group_tokens[row].shape[0]
             if (gh, gw) not in pos_cache:
                 pos_cache[(gh, gw)] = grid_sine_embedding(gh, gw, d, device).to(dtype)
             memory_pos[b, g, :n] = pos_cache[(gh, gw)]
@@ -646,16 +654,9 @@ class BridgeSTGSpatialDecoder(nn.Module):
         The merge² patches of a token are split into the frames of the group (`frame_pixels_per_token`), and each
         frame's pixels are projected to the decoder width.
         """
-        B, G = group_valid.shape
         per_frame = frame_pixels_per_token(pixel_values, merge, temporal_patch)
-        ev = self.frame_evidence(per_frame.to(self.frame_evidence[0].weight.dtype))
-        out = ev.new_zeros(B, G, temporal_patch, M, ev.shape[-1])
-        offset = 0
-        for row, (b, g) in enumerate(torch.nonzero(group_valid).tolist()):
-            n = grid_hw[row][0] * grid_hw[row][1]
-            out[b, g, :, :n] = ev[offset: offset + n].transpose(0, 1)
-            offset += n
-        return out
+        ev = self.frame_evidence(per_frame.to(self.frame_evidence[0].weight.dtype))  # (N, temporal_patch, d)
+        return pad_groups(ev, grid_hw, group_valid, M).transpose(2, 3)
 
     def forward(self, pos, frame_valid, memory: BridgeSTGSlotMemory, cell_centres, cell_sizes):
         """Run the layers from `x = pos`; return every layer's boxes `(Ld, B, S, 4)`, presence logits `(Ld, B, S)`
