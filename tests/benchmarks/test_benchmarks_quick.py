@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from helpers_benchmarks import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,16 +30,6 @@ def check_common(out: dict[str, Any], name: str) -> None:
     assert {"machine", "date", "command", "load_avg_start", "load_avg_end"} <= set(out)
     assert name in out["command"] and "--quick" in out["command"]
     assert len(out["load_avg_start"]) == 3 and len(out["load_avg_end"]) == 3
-
-
-def _load_benchmark(monkeypatch, name: str):
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their `_common` helpers
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_eta_tokens_quick() -> None:
@@ -152,11 +144,11 @@ def test_twin_geometry_quick() -> None:
     assert "| twins_event |" in text
 
 
-def test_twin_geometry_counts_cells(monkeypatch) -> None:
+def test_twin_geometry_counts_cells() -> None:
     """The cell arithmetic on hand-made boxes: same cell, neighbouring cells, far apart, absent frames skipped."""
     from types import SimpleNamespace
 
-    mod = _load_benchmark(monkeypatch, "twin_geometry")
+    mod = load_benchmark("twin_geometry")
     clip = SimpleNamespace(family="twins_event",
                            boxes=[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]],
                            twin_boxes=[[14, 14, 24, 24], [30, 0, 40, 10], [80, 80, 90, 90], [0, 0, 0, 0]])
@@ -186,13 +178,13 @@ def test_identity_probe_quick() -> None:
     assert "| relational |" in text and "box_head" in text
 
 
-def test_identity_probe_helpers(monkeypatch) -> None:
+def test_identity_probe_helpers() -> None:
     """The probe finds a target that differs along one feature, stays near chance when nothing differs; cells,
     neighbourhoods and motion labels on hand-made inputs."""
     import numpy as np
     import torch
 
-    mod = _load_benchmark(monkeypatch, "identity_probe")
+    mod = load_benchmark("identity_probe")
     rng = np.random.default_rng(0)
 
     def records(n: int, signal: float) -> list[dict]:

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from helpers_benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def quick():
-    spec = importlib.util.spec_from_file_location("scaling_table", ROOT / "benchmarks" / "scaling_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scaling_table")
 
 
 def test_scaling_table_quick(quick, capsys) -> None:
@@ -53,16 +47,7 @@ def test_scaling_table_quick(quick, capsys) -> None:
 def test_query_cost_quick(capsys) -> None:
     """benchmarks/query_cost.py: one pass halves a text-span query's encoder passes and LLM tokens; N queries on one
     video share the encoder; the decoder's memory projections once per group cost less than once per frame."""
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("query_cost", ROOT / "benchmarks" / "query_cost.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        out = module.main(["--quick"])
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    out = load_benchmark("query_cost").main(["--quick"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["benchmark"] == "query_cost"
     (res,) = out["results"]
     rows = list(res["rows"].values())
