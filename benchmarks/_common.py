@@ -43,13 +43,19 @@ def family_cell(result: dict[str, Any]) -> str:
     return cell
 
 
-def run_record(benchmark: str, quick: bool, started: float, load_start: list[float]) -> dict[str, Any]:
+def run_record(benchmark: str, quick: bool, started: float, load_start: list[float],
+               argv: list[str] | None = None) -> dict[str, Any]:
     """The bookkeeping keys of a benchmark's JSON last line: its name, ``--quick``, the machine, the load averages at
-    start and end, the UTC date, the command line and the seconds since ``started`` (a ``time.perf_counter()``)."""
+    start and end, the UTC date, the command line and the seconds since ``started`` (a ``time.perf_counter()``).
+
+    ``argv``: the arguments of a ``main(argv)`` called in-process (the command is then written as the script's own
+    command line with them); ``None``: this process's command line."""
+    command = ([os.path.basename(sys.executable), *sys.argv] if argv is None
+               else ["python", f"benchmarks/{benchmark}.py", *argv])
     return {
         "benchmark": benchmark, "quick": quick, "machine": machine(),
         "load_avg_start": load_start, "load_avg_end": list(os.getloadavg()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "command": " ".join(command),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -27,6 +27,8 @@ import helpers_vidor as H  # noqa: E402
 from bridge_stg.processing.vidstg import convert_vidstg  # noqa: E402
 from bridge_stg.processing.writer import write_dataset  # noqa: E402
 
+from _common import run_record  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +36,10 @@ def main() -> int:
     ap.add_argument("--sentences", default=os.path.join(os.environ.get("BRIDGE_STG_VIDSTG_DIR", "."), "test_annotations.json"),
                     help="VidSTG test_annotations.json (default: in the folder named by BRIDGE_STG_VIDSTG_DIR)")
     args = ap.parse_args()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
+    if not os.path.isfile(args.sentences):
+        ap.error(f"--sentences {args.sentences}: no such file (pass the VidSTG test_annotations.json, or set "
+                 "BRIDGE_STG_VIDSTG_DIR to its folder)")
     entries = H.load_entries(args.sentences)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -57,7 +63,7 @@ def main() -> int:
         n_boxes = sum(len(r["frame_ids"]) for r in rows)
         parquet_mb = sum(f.stat().st_size for f in (tmp / "out" / "data").glob("*.parquet")) / 2**20
         result = {
-            "benchmark": "convert_vidstg", "quick": args.quick, "entries": len(entries), "videos": len({e["vid"] for e in entries}),
+            **run_record("convert_vidstg", args.quick, started, load_start), "entries": len(entries), "videos": len({e["vid"] for e in entries}),
             "rows": len(rows), "rows_loaded": ds["test"].num_rows, "tube_boxes": n_boxes,
             "by_query_type": report.to_dict()["splits"]["test"]["by_query_type"],
             "standin_vidor_s": round(t1 - t0, 2), "standin_vidor_mb": round(vidor_mb, 1),

@@ -16,11 +16,11 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import time
 import warnings
 
 import numpy as np
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 
 def sample_dir() -> str:
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 timed run per reader instead of 7")
     args = parser.parse_args(argv)
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     repeats = 1 if args.quick else 7
 
     warnings.filterwarnings("ignore")
@@ -82,10 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: {results[name]}", flush=True)
     longest = max(results, key=lambda k: results[k]["duration_s"])
     summary = {
-        "benchmark": "decode_speed",
-        "quick": args.quick,
+        **run_record("decode_speed", args.quick, started, load_start, argv),
         "repeats": repeats,
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "longest_clip": longest,
         "speedup_longest_vs_full": results[longest]["speedup_vs_full"],
         "all_identical": all(r["identical_pixels_vs_full"] and r["identical_pixels_vs_hf_fps2"] for r in results.values()),

@@ -14,14 +14,14 @@ stream) plus steps/second. Prints one line per variant and, as the last line of 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import tempfile
+import time
 from dataclasses import replace
 from typing import Any
 
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 from bridge_stg.training.demo import DemoModelArguments, DemoTrainingArguments, train_demo
 
 #: name -> (model overrides, training overrides)
@@ -62,6 +62,7 @@ def main() -> None:
                    help="torch threads (default 1: measured 4-6x faster than 2 on the shared 2-core machine)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s")
     args = p.parse_args()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -74,9 +75,8 @@ def main() -> None:
         print(f"{name:10s} steps {res['steps']:6d}  {res['sec_per_step']:.3f} s/step  m_tIoU {f['m_tIoU']:.3f}  "
               f"m_vIoU {f['m_vIoU']:.3f}", flush=True)
     print(json.dumps({
-        "machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.processor() or 'cpu'})",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "minutes": args.minutes, "seed": args.seed, "quick": args.quick, "variants": results,
+        **run_record("demo_sweep", args.quick, started, load_start),
+        "minutes": args.minutes, "seed": args.seed, "variants": results,
     }))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from bridge_stg.evaluation.metrics import (
     tubedetr_grids,
 )
 from bridge_stg.evaluation.reference_loop import loop_metrics
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 VIDSTG_TEST_QUERIES = 10_303
 
@@ -95,6 +97,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="vectorised timings: best of this many runs")
     args = ap.parse_args()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     n = 1000 if args.quick else VIDSTG_TEST_QUERIES
 
     t = time.perf_counter()
@@ -134,7 +137,8 @@ def main() -> None:
     assert max_dq <= 1e-9 and max_da <= 1e-9, (max_dq, max_da)
 
     out = {
-        "benchmark": "eval_speed", "protocol": args.protocol, "queries": n, "quick": args.quick, "seed": args.seed,
+        **run_record("eval_speed", args.quick, started, load_start),
+        "protocol": args.protocol, "queries": n, "seed": args.seed,
         "gt_boxes": gt_boxes, "pred_boxes": pred_boxes,
         "core_s": round(t_core, 4), "end_to_end_s": round(t_e2e, 4), "loop_s": round(t_loop, 4),
         "speedup_core": round(t_loop / t_core, 1), "speedup_end_to_end": round(t_loop / t_e2e, 1),

@@ -27,10 +27,8 @@ step) are counted with forward hooks, and the times are medians like above.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any
@@ -41,6 +39,7 @@ import torch
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 from bridge_stg.coupled_bridge_stg import format_coupled_answer
 from bridge_stg.training.demo import DemoModelArguments, build_demo_model
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 
 def build_pair(frames: int, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGForVideoGrounding, BridgeSTGProcessor, BridgeSTGProcessor]:
@@ -184,6 +183,7 @@ def main() -> None:
                     help="multi-query mode: the prompt layout; after_video + frame shares the video's prefill "
                          "(default: %(default)s)")
     args = ap.parse_args()
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     torch.set_num_threads(args.threads)
     frames_list = [16, 32] if args.quick else [int(x) for x in args.frames.split(",") if x.strip()]
     repeats = 2 if args.quick else args.repeats
@@ -226,9 +226,8 @@ def main() -> None:
                             args.multi_query_position)
         multi["layout"] = {"span_source": args.multi_span_source, "query_position": args.multi_query_position}
     print(json.dumps({
-        "benchmark": "latency", "multi_query": multi, "machine": f"{platform.machine()} {os.cpu_count()} cpus", "threads": args.threads,
-        "load_avg": os.getloadavg(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "repeats": repeats, "quick": args.quick, "results": results,
+        **run_record("latency", args.quick, started, load_start),
+        "multi_query": multi, "threads": args.threads, "repeats": repeats, "results": results,
     }))
 
 

@@ -27,16 +27,16 @@ annotations, as in `eta_tokens.py`). Last stdout line: one JSON object.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
+import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import eta_tokens  # noqa: E402
-from _common import machine  # noqa: E402
+from _common import run_record  # noqa: E402
 import scaling_table  # noqa: E402
 
 MODEL = "Qwen2.5-VL-7B-Instruct"
@@ -140,16 +140,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="the 16:9 source only (the computation is fast either way)")
     ap.add_argument("--queries", type=int, default=8)
     args = ap.parse_args(argv)
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     sources = list(scaling_table.SOURCE_SIZES)
     if args.quick:
         sources = [s for s in sources if s.startswith("16:9")]
     results = [query_costs(s, args.queries) for s in sources]
     for res in results:
         print(markdown(res) + "\n")
-    out = {"benchmark": "query_cost", "label": "COMPUTED (nothing measured)",
-           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-           "command": " ".join(["python", "benchmarks/query_cost.py", *(argv if argv is not None else sys.argv[1:])]),
-           "quick": args.quick, "results": results}
+    out = {**run_record("query_cost", args.quick, started, load_start, argv), "label": "COMPUTED (nothing measured)",
+           "results": results}
     print(json.dumps(out))
     return out
 

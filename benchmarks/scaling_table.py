@@ -23,16 +23,16 @@ Nothing here runs on a GPU. Every figure is computed from counts:
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import os
-import platform
 import re
 import sys
+import time
 from typing import Any
 
 import torch
+from _common import run_record  # benchmarks/ is on sys.path when a script runs
 
 GIB = 2**30
 
@@ -408,14 +408,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--micro-batch", type=int, default=1, help="clips per GPU per forward")
     ap.add_argument("--gpu-gib", type=float, default=80.0, help="memory of one GPU for the fit test")
     args = ap.parse_args(argv)
+    started, load_start = time.perf_counter(), list(os.getloadavg())
     names = ["Qwen2.5-VL-7B-Instruct"] if args.quick else list(QWEN25_VL_CONFIGS)
     budget = HEADROOM * args.gpu_gib
     result: dict[str, Any] = {
-        "benchmark": "scaling_table", "quick": args.quick, "micro_batch": args.micro_batch, "gpu_gib": args.gpu_gib,
+        **run_record("scaling_table", args.quick, started, load_start, argv),
+        "micro_batch": args.micro_batch, "gpu_gib": args.gpu_gib,
         "fit_budget_gib": budget, "lora_rank": LORA_RANK, "lora_dropout": LORA_DROPOUT,
         "strategies": STRATEGIES, "models": {},
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }
     import transformers
