@@ -18,6 +18,11 @@ twin identity accuracy of the families with a look-alike twin (``bridge_stg.trai
 the span fixed, m_tIoU does not change; a drop of m_vIoU is what that input carries for the boxes. Batches hold
 clips of one family, so a swap gives a clip the bridge of another clip of the same family (another target).
 
+One oracle row (``"oracles"`` in the JSON) splits the error between the span and the boxes: ``gt_span``, the
+ground-truth span in place of the predicted one, the decoder run (on the same encoder pass) on the sampled frames
+inside it, i.e. what the boxes score when the span is right. (The other half needs no run: with the true box on
+every frame, a clip's vIoU is its tIoU, so m_tIoU is what the span scores when the boxes are right.)
+
 ``--quick``: the shipped demo checkpoint, 4 clips per family (a smoke test, not a measurement). The last stdout
 line is one JSON object.
 """
@@ -36,6 +41,7 @@ import torch
 from _common import family_cell, run_record
 
 ABLATIONS = ("none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames")
+ORACLES = ("gt_span",)
 
 
 def _ablate(enc: Any, name: str) -> Any:
@@ -49,11 +55,12 @@ def _ablate(enc: Any, name: str) -> Any:
 
 @torch.no_grad()
 def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, first_id: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """Prediction rows per ablation for ``clips`` (query ids ``test_{first_id + i}``), the span of each clip held fixed."""
+    """Prediction rows per ablation for ``clips`` (query ids ``test_{first_id + i}``), the span of each clip held fixed,
+    and per oracle (``ORACLES``)."""
     from bridge_stg.evaluation import tubedetr_grid
     from bridge_stg.training.predict import results_to_prediction_rows
 
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in ABLATIONS}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES)}
     original = model._run_decoder
     for start in range(0, len(clips), batch_size):
         chunk = clips[start: start + batch_size]
@@ -80,7 +87,29 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
                       "span_source": out.span_source}
             results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
             rows[name].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+        # the ground-truth span, the decoder on its sampled frames
+        decode = gt_span_frames(chunk, inputs.video_metadata, seen["mask"])
+        boxes, logits, _ = original(seen["enc"], decode)
+        fields = {"pred_span_seconds": torch.tensor([[c.tube_start / c.fps, c.tube_end / c.fps] for c in chunk]),
+                  "pred_boxes": boxes[-1] * decode.unsqueeze(-1), "presence_scores": logits[-1].sigmoid() * decode,
+                  "decoder_frame_mask": decode, "span_source": out.span_source}
+        results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
+        rows["gt_span"].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
     return rows
+
+
+def gt_span_frames(clips: list[Any], metadata: list[dict[str, Any]], frame_mask: torch.Tensor) -> torch.Tensor:
+    """`(B, F)`: the sampled frames inside each clip's ground-truth span ``[tube_start, tube_end)`` (the one nearest to
+    the span's middle when no sampled frame falls inside it)."""
+    decode = torch.zeros(frame_mask.shape, dtype=torch.bool)
+    for b, (clip, meta) in enumerate(zip(clips, metadata)):
+        ids = torch.tensor([int(f) for f in meta["frame_ids"]])
+        inside = (ids >= clip.tube_start) & (ids < clip.tube_end)
+        if not inside.any():
+            inside = torch.zeros_like(inside)
+            inside[int((ids.float() - (clip.tube_start + clip.tube_end - 1) / 2).abs().argmin())] = True
+        decode[b, : len(ids)] = inside
+    return decode.to(frame_mask.device) & frame_mask
 
 
 def main() -> None:
@@ -107,25 +136,26 @@ def main() -> None:
     # clip i of family f is clip (i * len(families) + k) of the round-robin test stream: the clips the demo scores
     everything = render_clips(TEST_STREAM, 0, 0, per_family * len(families), families=families)
     clips = [c for f in families for c in everything if c.family == f]
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in ABLATIONS}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES)}
     for k, family in enumerate(families):  # one family per batch: a swap gives a clip another clip's target
         part = diagnose(model, processor, clips[k * per_family: (k + 1) * per_family], first_id=k * per_family)
-        for name in ABLATIONS:
+        for name in rows:
             rows[name].extend(part[name])
     table: dict[str, dict[str, Any]] = {}
-    for name in ABLATIONS:
+    for name in rows:
         scored = score_clips(clips, rows[name], "test")
         table[name] = {f: {k: v for k, v in r.items() if k in ("m_vIoU", "m_tIoU", "identity_accuracy", "num_queries")}
                        for f, r in scored["families"].items()}
         table[name]["all"] = {"m_vIoU": scored["all"]["m_vIoU"], "m_tIoU": scored["all"]["m_tIoU"]}
     print("| change to the decoder's input | " + " | ".join(families) + " | all |")
     print("|---|" + "---|" * (len(families) + 1))
-    for name in ABLATIONS:
+    for name in (*ABLATIONS, *ORACLES):
         cells = [family_cell(table[name][f]) for f in (*families, "all")]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({**run_record("bridge_diagnostics", args.quick, t0, load_start), "checkpoint": os.path.abspath(ckpt),
                       "clips_per_family": per_family, "families": list(families), "threads": args.threads,
-                      "results": table}))
+                      "results": {name: table[name] for name in ABLATIONS},
+                      "oracles": {name: table[name] for name in ORACLES}}))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,12 @@ def test_bridge_diagnostics_quick() -> None:
         assert per_family["all"]["m_tIoU"] == out["results"]["none"]["all"]["m_tIoU"]
     # the decoder reads its inputs: zeroing the frame states changes the boxes
     assert out["results"]["zero_frames"]["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
-    assert "| none |" in text
+    assert "| none |" in text and "| gt_span |" in text
+    # the oracle: the ground-truth span, so every clip's tIoU is 1; the decoder ran on other frames than in "none"
+    (oracle,) = out["oracles"].values()
+    assert set(out["oracles"]) == {"gt_span"} and set(oracle) == {*out["families"], "all"}
+    assert oracle["all"]["m_tIoU"] == 1.0 and 0.0 < oracle["all"]["m_vIoU"] <= 1.0
+    assert oracle["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
 
 
 def test_box_readout_quick() -> None:
