@@ -21,8 +21,10 @@ no fitting: the share of pairs where the target's cell scores higher. ``motion``
 logistic regression (left, right, up, down, still: the box centre's move between the group's two frames) from one
 object's cell, target and twin alike, so it says whether the motion the query names is in the token at all.
 ``query_word`` (``twins_motion``, ``relational``): a logistic regression from one clip's bridging queries Q_b
-(``bridge``, the K queries concatenated) or its mean frame state s_g (``frame_state``) to the query's deciding word
-(the action, the relation), so it says whether what the decoder's queries start from knows which twin is asked for.
+(``bridge``, the K queries concatenated), its mean frame state s_g (``frame_state``) or the decoder's own query after
+its last layer, averaged over the span's frames (``decoder_query``, the K queries concatenated: what the box head
+matches against the memory) to the query's deciding word (the action, the relation): whether what the decoder's queries start from, and
+what they end as, know which twin is asked for.
 The stages ``vision_3x3`` and ``memory_3x3`` concatenate the cell's token with its 8 neighbours' (zeros off the grid).
 
 Each probe is fitted once on the checkpoint and once on the same architecture with fresh weights (``untrained``,
@@ -52,6 +54,8 @@ STAGES = ("vision", "vision_3x3", "memory", "memory_3x3")
 #: the word of the query that decides between the twins, per family (the key of the clip's ``details``)
 QUERY_WORDS = {"twins_motion": "action", "relational": "relation"}
 MOTIONS = ("left", "right", "up", "down", "still")
+#: what the deciding word is probed from: Q_b, the mean frame state, the decoder's query after its last layer
+QUERY_SOURCES = ("bridge", "frame_state", "decoder_query")
 
 
 def _cell(box: list[float], width: int, height: int, grid_w: int, grid_h: int) -> int:
@@ -83,56 +87,72 @@ def collect(model: Any, processor: Any, clips: list[Any],
     """Pair records: one per (clip, temporal group in the span, target and twin in different cells), with both cells'
     features at each stage, the box head's scores of the two cells and each object's motion in the group. Query
     records: one per clip whose family has a deciding word (``QUERY_WORDS``), with that word and the clip's bridging
-    queries and mean frame state."""
+    queries, mean frame state and mean decoder query (``QUERY_SOURCES``)."""
+    records: list[dict[str, Any]] = []
+    queries: list[dict[str, Any]] = []
+    last_layer: list[torch.Tensor] = []
+    hook = model.qgsl.layers[-1].register_forward_hook(lambda _m, _i, out: last_layer.append(out))
+    try:
+        for start in range(0, len(clips), batch_size):
+            _collect_batch(model, processor, clips, start, batch_size, records, queries, last_layer)
+    finally:
+        hook.remove()
+    return records, queries
+
+
+def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, batch_size: int, records: list, queries: list,
+                   last_layer: list[torch.Tensor]) -> None:
+    """`collect` on the clips ``clips[start: start + batch_size]``; ``last_layer`` receives the decoder's last layer
+    output (a forward hook)."""
     from bridge_stg.training.demo import training_batch
 
-    records, queries = [], []
-    for start in range(0, len(clips), batch_size):
-        part = clips[start: start + batch_size]
-        batch = training_batch(processor, part)
-        enc = model._encode(batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"], batch["video_grid_thw"],
-                            batch["frame_timestamps"], batch["frame_mask"], pixel_values_videos=batch["pixel_values_videos"])
-        in_span = (batch["frame_labels"] == 1) & batch["frame_mask"]
-        _, _, scores = model._run_decoder(enc, in_span)
-        last = scores[-1]  # (B, F, M)
-        vision = list(enc.video_features.pooler_output)  # one (M, D) tensor per group, in (sample, group) order
-        groups_per_clip = ((batch["frame_mask"].sum(1) + 1) // 2).tolist()
-        offsets = np.cumsum([0, *groups_per_clip])
-        merge = model.config.spatial_merge_size
-        for b, clip in enumerate(part):
-            if clip.family in QUERY_WORDS:
-                valid = batch["frame_mask"][b]
-                queries.append({"word": clip.details[QUERY_WORDS[clip.family]],
-                                "bridge": enc.bridge_queries[b].flatten().float().numpy(),
-                                "frame_state": enc.frame_states[b][valid].mean(0).float().numpy()})
-            target = dict(zip(clip.frame_ids, clip.boxes))
-            twin = dict(zip(clip.frame_ids, clip.twin_boxes))
-            frame_ids = batch["frame_ids"][b].tolist()
-            for g in range(groups_per_clip[b]):
-                slots = [f for f in (2 * g, 2 * g + 1) if f < len(frame_ids) and bool(in_span[b, f])
-                         and frame_ids[f] in target]
-                if not slots:
-                    continue
-                f = slots[0]
-                _, gh, gw = (int(v) // s for v, s in zip(batch["video_grid_thw"][offsets[b] + g].tolist(), (1, merge, merge)))
-                tc = _cell(target[frame_ids[f]], clip.width, clip.height, gw, gh)
-                wc = _cell(twin[frame_ids[f]], clip.width, clip.height, gw, gh)
-                if tc == wc:
-                    continue
-                vis, mem = vision[offsets[b] + g].float(), enc.memory[b, g, : gh * gw].float()
-                rec = {
-                    "clip": start + b, "family": clip.family,
-                    "vision": (vis[tc].numpy(), vis[wc].numpy()),
-                    "memory": (mem[tc].numpy(), mem[wc].numpy()),
-                    "vision_3x3": (_around(vis, tc, gh, gw), _around(vis, wc, gh, gw)),
-                    "memory_3x3": (_around(mem, tc, gh, gw), _around(mem, wc, gh, gw)),
-                    "box_head": (float(last[b, f, tc]), float(last[b, f, wc])),
-                }
-                if len(slots) == 2:  # both frames of the group in the span: each object's move between them
-                    f0, f1 = frame_ids[slots[0]], frame_ids[slots[1]]
-                    rec["motion"] = (_motion(target[f0], target[f1]), _motion(twin[f0], twin[f1]))
-                records.append(rec)
-    return records, queries
+    part = clips[start: start + batch_size]
+    batch = training_batch(processor, part)
+    enc = model._encode(batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"], batch["video_grid_thw"],
+                        batch["frame_timestamps"], batch["frame_mask"], pixel_values_videos=batch["pixel_values_videos"])
+    in_span = (batch["frame_labels"] == 1) & batch["frame_mask"]
+    last_layer.clear()
+    _, _, scores = model._run_decoder(enc, in_span)
+    last = scores[-1]  # (B, F, M)
+    decoder_query = last_layer[-1]  # (B, S, K, d): the selected frames packed to the front, K queries each
+    vision = list(enc.video_features.pooler_output)  # one (M, D) tensor per group, in (sample, group) order
+    groups_per_clip = ((batch["frame_mask"].sum(1) + 1) // 2).tolist()
+    offsets = np.cumsum([0, *groups_per_clip])
+    merge = model.config.spatial_merge_size
+    for b, clip in enumerate(part):
+        if clip.family in QUERY_WORDS:
+            valid = batch["frame_mask"][b]
+            queries.append({"word": clip.details[QUERY_WORDS[clip.family]],
+                            "bridge": enc.bridge_queries[b].flatten().float().numpy(),
+                            "frame_state": enc.frame_states[b][valid].mean(0).float().numpy(),
+                            "decoder_query": decoder_query[b, : int(in_span[b].sum())].mean(0).flatten().float().numpy()})
+        target = dict(zip(clip.frame_ids, clip.boxes))
+        twin = dict(zip(clip.frame_ids, clip.twin_boxes))
+        frame_ids = batch["frame_ids"][b].tolist()
+        for g in range(groups_per_clip[b]):
+            slots = [f for f in (2 * g, 2 * g + 1) if f < len(frame_ids) and bool(in_span[b, f])
+                     and frame_ids[f] in target]
+            if not slots:
+                continue
+            f = slots[0]
+            _, gh, gw = (int(v) // s for v, s in zip(batch["video_grid_thw"][offsets[b] + g].tolist(), (1, merge, merge)))
+            tc = _cell(target[frame_ids[f]], clip.width, clip.height, gw, gh)
+            wc = _cell(twin[frame_ids[f]], clip.width, clip.height, gw, gh)
+            if tc == wc:
+                continue
+            vis, mem = vision[offsets[b] + g].float(), enc.memory[b, g, : gh * gw].float()
+            rec = {
+                "clip": start + b, "family": clip.family,
+                "vision": (vis[tc].numpy(), vis[wc].numpy()),
+                "memory": (mem[tc].numpy(), mem[wc].numpy()),
+                "vision_3x3": (_around(vis, tc, gh, gw), _around(vis, wc, gh, gw)),
+                "memory_3x3": (_around(mem, tc, gh, gw), _around(mem, wc, gh, gw)),
+                "box_head": (float(last[b, f, tc]), float(last[b, f, wc])),
+            }
+            if len(slots) == 2:  # both frames of the group in the span: each object's move between them
+                f0, f1 = frame_ids[slots[0]], frame_ids[slots[1]]
+                rec["motion"] = (_motion(target[f0], target[f1]), _motion(twin[f0], twin[f1]))
+            records.append(rec)
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-2, steps: int = 200) -> torch.nn.Linear:
@@ -202,8 +222,8 @@ def motion_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], stage:
 
 def query_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], source: str) -> dict[str, Any] | None:
     """Which deciding word the query has (twins_motion: the action, relational: the relation), from the clip's
-    bridging queries Q_b (``bridge``) or its mean frame state s_g (``frame_state``): test accuracy and the majority
-    word's share."""
+    bridging queries Q_b (``bridge``), its mean frame state s_g (``frame_state``) or its mean decoder query after the
+    last layer (``decoder_query``): test accuracy and the majority word's share."""
     if not train or not test:
         return None
     words = sorted({q["word"] for q in train})
@@ -225,7 +245,7 @@ def probe_model(model: Any, processor: Any, train_clips: dict[str, list], test_c
         if family == "twins_motion":
             entry["motion"] = {s: motion_probe(train, test, s) for s in STAGES}
         if family in QUERY_WORDS:
-            entry["query_word"] = {s: query_probe(train_q, test_q, s) for s in ("bridge", "frame_state")}
+            entry["query_word"] = {s: query_probe(train_q, test_q, s) for s in QUERY_SOURCES}
         out[family] = entry
     return out
 
@@ -270,7 +290,7 @@ def main() -> None:
             print(f"twins_motion, motion from the {stage} token: trained {t['accuracy']:.2f}, untrained {u['accuracy']:.2f}"
                   f" (majority class {t['majority']:.2f}, {t['objects']} objects)")
     for family in QUERY_WORDS:
-        for source in ("bridge", "frame_state"):
+        for source in QUERY_SOURCES:
             t, u = results["trained"][family]["query_word"][source], results["untrained"][family]["query_word"][source]
             if t is not None:
                 print(f"{family}, the query's {QUERY_WORDS[family]} from the {source}: trained {t['accuracy']:.2f}, "

@@ -178,7 +178,7 @@ def test_identity_probe_quick() -> None:
             assert ("motion" in r) == (family == "twins_motion")
             assert ("query_word" in r) == (family in ("twins_motion", "relational"))
             if "query_word" in r:
-                assert set(r["query_word"]) == {"bridge", "frame_state"}
+                assert set(r["query_word"]) == {"bridge", "frame_state", "decoder_query"}
                 assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
     assert "| relational |" in text and "box_head" in text
 
