@@ -64,6 +64,11 @@ class BridgeSTGConfig(PreTrainedConfig):
             `"text"` (the MLLM writes "From A s to B s.", as in the paper) or `"frame"` (per-frame
             start/end logits on the frame-aligned states; what small models trained from scratch learn
             quickly). Both heads are trained whenever their loss weight is positive.
+        span_edges (`str`, defaults to `"sampled"`): how a span read from the sampled frames (frame mode, and the
+            relevance fallback of text mode) becomes seconds: `"sampled"` (from the first frame inside to the first
+            sampled frame after it) or `"midpoint"` (each edge half-way between the edge frame inside and its
+            neighbour outside; the true edge lies anywhere between them, so the middle is the unbiased guess). Read at
+            inference only (docs/method.md §3.11).
         grounding_mode (`str`, defaults to `"decoupled"`): `"decoupled"` (Bridge-STG) or `"coupled"`
             (baseline: the MLLM writes the span and one box per sampled frame as text).
         query_position (`str`, defaults to `"before_video"`): where the prompt puts the query: `"before_video"`
@@ -158,6 +163,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     visual_memory: str = "vision"
     eta: bool = True
     span_source: str = "text"
+    span_edges: str = "sampled"
     grounding_mode: str = "decoupled"
     query_position: str = "before_video"
     bridge_query_norm: bool = False
@@ -239,6 +245,7 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.box_head, "box_head", ("reference_point", "mlp"))
         _check_choice(self.visual_memory, "visual_memory", ("vision", "llm"))
         _check_choice(self.span_source, "span_source", ("text", "frame"))
+        _check_choice(self.span_edges, "span_edges", ("sampled", "midpoint"))
         _check_choice(self.grounding_mode, "grounding_mode", ("decoupled", "coupled"))
         _check_choice(self.query_position, "query_position", ("before_video", "after_video"))
         _check_choice(self.decoder_init, "decoder_init", ("normal", "fan_in"))

@@ -1580,10 +1580,24 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
                 s, e = relevance_run(relevance[i, :n])
                 sources.append("relevance_fallback")
             if parsed is None:
-                parsed = (float(t[s]), float(t[e]) if e < n else duration)
+                parsed = span_seconds(t, s, e, duration, self.config.span_edges)
             spans_s[i] = torch.tensor(parsed)
             spans_f[i] = torch.tensor([s, e])
         return spans_s, spans_f, sources
+
+
+def span_seconds(times: torch.Tensor, start: int, end: int, duration: float, edges: str = "sampled") -> tuple[float, float]:
+    """`[start, end)` sampled-frame indices -> `[A, B)` seconds (`config.span_edges`).
+
+    `"sampled"`: `A = times[start]`, `B = times[end]` (`duration` when `end` is past the last frame). `"midpoint"`: each
+    edge half-way between the edge frame inside the span and its neighbour outside (`times[0]` before the first frame,
+    `duration` after the last)."""
+    n = times.shape[0]
+    after = float(times[end]) if end < n else duration
+    if edges == "sampled":
+        return float(times[start]), after
+    before = float(times[start - 1] + times[start]) / 2 if start > 0 else float(times[0])
+    return before, (float(times[end - 1]) + after) / 2 if end < n else duration
 
 
 def _grid_rows(video_grid_thw: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[list[int], list[int]]:

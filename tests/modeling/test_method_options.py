@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
-from bridge_stg.modeling_bridge_stg import sample_decoder_frames
+from bridge_stg.modeling_bridge_stg import sample_decoder_frames, span_seconds
 from bridge_stg.processing.tokenizer import bridge_token_ids
 from bridge_stg.training.tiny import tiny_bridge_kwargs, tiny_mllm_config
 
@@ -178,6 +178,34 @@ def test_contiguous_sampling_takes_a_run_and_its_nearest_negatives():
     sel = sample_decoder_frames(labels, mask, torch.ones(1, dtype=torch.long), 4, 2)
     assert not sel.any()
     assert torch.equal(sample_decoder_frames(labels, mask, torch.zeros(1, dtype=torch.long), 4, 2, eta=False), mask)
+
+
+def test_span_edges_read_a_frame_span_in_seconds(compact_tokenizer):
+    times = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])  # 2 fps, the clip lasts 3 s
+    assert span_seconds(times, 2, 4, 3.0) == (1.0, 2.0)  # frames 2, 3: from frame 2 to frame 4
+    assert span_seconds(times, 2, 4, 3.0, "midpoint") == (0.75, 1.75)  # half-way to the frames outside
+    assert span_seconds(times, 0, 6, 3.0, "midpoint") == (0.0, 3.0)  # the whole clip stays the whole clip
+    assert span_seconds(times, 0, 1, 3.0, "midpoint") == (0.0, 0.25)
+    assert span_seconds(times, 5, 6, 3.0, "midpoint") == (2.25, 3.0)
+    with pytest.raises(ValueError, match="span_edges"):
+        BridgeSTGConfig(span_edges="middle")
+    # the model reads its frame-mode span with the config's rule, on the same frames
+    model, processor = _build(compact_tokenizer)
+    model.eval()
+    frames, _ = _clip()
+    inputs = processor(videos=[frames], text=["the white square"], video_fps=[4.0])
+    tensors = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    outs = {}
+    for edges in ("sampled", "midpoint"):
+        model.config.span_edges = edges
+        outs[edges] = model.ground(**tensors, span_source="frame")
+    assert torch.equal(outs["sampled"].pred_span_frames, outs["midpoint"].pred_span_frames)
+    s, e = outs["sampled"].pred_span_frames[0].tolist()
+    t, n = tensors["frame_timestamps"][0], int(tensors["frame_mask"][0].sum())
+    assert (s, e) != (0, n)  # an inner edge, where the two rules differ
+    duration = float(t[n - 1] - t[n - 2] + t[n - 1])
+    for edges, out in outs.items():
+        assert out.pred_span_seconds[0].tolist() == pytest.approx(span_seconds(t[:n], s, e, duration, edges))
 
 
 def test_frame_evidence_lets_the_two_frames_of_a_group_differ(compact_tokenizer):
