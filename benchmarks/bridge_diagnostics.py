@@ -18,10 +18,16 @@ twin identity accuracy of the families with a look-alike twin (``bridge_stg.trai
 the span fixed, m_tIoU does not change; a drop of m_vIoU is what that input carries for the boxes. Batches hold
 clips of one family, so a swap gives a clip the bridge of another clip of the same family (another target).
 
-One oracle row (``"oracles"`` in the JSON) splits the error between the span and the boxes: ``gt_span``, the
-ground-truth span in place of the predicted one, the decoder run (on the same encoder pass) on the sampled frames
-inside it, i.e. what the boxes score when the span is right. (The other half needs no run: with the true box on
-every frame, a clip's vIoU is its tIoU, so m_tIoU is what the span scores when the boxes are right.)
+Oracle rows (``"oracles"`` in the JSON) split the error between the span and the boxes:
+
+* ``gt_span``: the ground-truth span in place of the predicted one, the decoder run (on the same encoder pass) on the
+  sampled frames inside it, i.e. what the boxes score when the span is right. (The other half needs no run: with
+  the true box on every frame, a clip's vIoU is its tIoU up to the protocol's grid (vIoU counts the 5 fps frames,
+  tIoU every frame), so m_tIoU is about what the span scores when the boxes are
+  right.)
+* ``gt_frames_sampled``, ``gt_frames_midpoint``: no model; the sampled frames inside the true span read as a span
+  with each ``span_edges`` rule of the config, with the true boxes: the best m_tIoU a span made of sampled frames
+  can reach.
 
 ``--quick``: the shipped demo checkpoint, 4 clips per family (a smoke test, not a measurement). The last stdout
 line is one JSON object.
@@ -41,7 +47,7 @@ import torch
 from _common import family_cell, run_record
 
 ABLATIONS = ("none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames")
-ORACLES = ("gt_span",)
+ORACLES = ("gt_span", "gt_frames_sampled", "gt_frames_midpoint")
 
 
 def _ablate(enc: Any, name: str) -> Any:
@@ -95,7 +101,33 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
                   "decoder_frame_mask": decode, "span_source": out.span_source}
         results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
         rows["gt_span"].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+        for b, (clip, meta) in enumerate(zip(chunk, inputs.video_metadata)):
+            n = int(tensors["frame_mask"][b].sum())
+            for edges in ("sampled", "midpoint"):
+                rows[f"gt_frames_{edges}"].append(true_frames_row(clip, meta, tensors["frame_timestamps"][b, :n],
+                                                                  decode[b, :n], ids[b], grids[b], edges))
     return rows
+
+
+def true_frames_row(clip: Any, meta: dict[str, Any], times: torch.Tensor, inside: torch.Tensor, query_id: str,
+                    grid: list[int], edges: str) -> dict[str, Any]:
+    """A prediction row whose span is the sampled frames ``inside`` (the true span's) read in seconds with the
+    ``span_edges`` rule ``edges`` and mapped to frame ids as the processor does, with the true box on every frame."""
+    from bridge_stg.box_ops_bridge_stg import round_half_up
+    from bridge_stg.modeling_bridge_stg import span_seconds
+
+    index = torch.nonzero(inside).flatten().tolist()
+    n = times.shape[0]
+    step = float(times[1] - times[0]) if n > 1 else 1.0
+    a, b = span_seconds(times.float(), index[0], index[-1] + 1, float(times[-1]) + step, edges)
+    fps, (seg_start, seg_end) = float(meta["fps"]), (int(x) for x in meta["segment"])
+    start = min(max(seg_start + round_half_up(a * fps), seg_start), seg_end - 1)
+    end = min(max(seg_start + round_half_up(b * fps), start + 1), seg_end)
+    truth = {int(f): [float(v) for v in box] for f, box in zip(clip.frame_ids, clip.boxes)}
+    frames = [f for f in grid if start <= f < end]
+    return {"query_id": query_id, "span": [start, end], "frame_ids": frames,
+            "boxes": [truth.get(f, [0.0, 0.0, 1.0, 1.0]) for f in frames], "scores": [1.0] * len(frames),
+            "sampled_frame_ids": sorted({int(f) for f in meta["frame_ids"]}), "span_source": f"true frames, {edges}"}
 
 
 def gt_span_frames(clips: list[Any], metadata: list[dict[str, Any]], frame_mask: torch.Tensor) -> torch.Tensor:

@@ -88,10 +88,16 @@ def test_bridge_diagnostics_quick() -> None:
     assert out["results"]["zero_frames"]["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
     assert "| none |" in text and "| gt_span |" in text
     # the oracle: the ground-truth span, so every clip's tIoU is 1; the decoder ran on other frames than in "none"
-    (oracle,) = out["oracles"].values()
-    assert set(out["oracles"]) == {"gt_span"} and set(oracle) == {*out["families"], "all"}
+    assert set(out["oracles"]) == {"gt_span", "gt_frames_sampled", "gt_frames_midpoint"}
+    oracle = out["oracles"]["gt_span"]
+    assert set(oracle) == {*out["families"], "all"}
     assert oracle["all"]["m_tIoU"] == 1.0 and 0.0 < oracle["all"]["m_vIoU"] <= 1.0
     assert oracle["all"]["m_vIoU"] != out["results"]["none"]["all"]["m_vIoU"]
+    # the true span's sampled frames read as a span, with the true boxes: vIoU about tIoU (the 5 fps grid against
+    # every frame), short of 1 (2 fps of 10 fps)
+    for edges in ("sampled", "midpoint"):
+        r = out["oracles"][f"gt_frames_{edges}"]["all"]
+        assert 0.5 < r["m_tIoU"] < 1.0 and abs(r["m_vIoU"] - r["m_tIoU"]) < 0.05
 
 
 def test_box_readout_quick() -> None:
