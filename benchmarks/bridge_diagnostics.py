@@ -29,6 +29,9 @@ Oracle rows (``"oracles"`` in the JSON) split the error between the span and the
   with each ``span_edges`` rule of the config, with the true boxes: the best m_tIoU a span made of sampled frames
   can reach.
 
+One more reading of the model's own output (``"readings"`` in the JSON): ``span_edges_midpoint``, the predicted span's
+frames read with ``span_edges="midpoint"`` (the same boxes; what ``model.ground`` returns with that config).
+
 ``--quick``: the shipped demo checkpoint, 4 clips per family (a smoke test, not a measurement). The last stdout
 line is one JSON object.
 """
@@ -48,6 +51,7 @@ from _common import family_cell, run_record
 
 ABLATIONS = ("none", "zero_bridge", "swap_bridge", "zero_frames", "swap_frames")
 ORACLES = ("gt_span", "gt_frames_sampled", "gt_frames_midpoint")
+READINGS = ("span_edges_midpoint",)
 
 
 def _ablate(enc: Any, name: str) -> Any:
@@ -66,7 +70,7 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
     from bridge_stg.evaluation import tubedetr_grid
     from bridge_stg.training.predict import results_to_prediction_rows
 
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES)}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES, *READINGS)}
     original = model._run_decoder
     for start in range(0, len(clips), batch_size):
         chunk = clips[start: start + batch_size]
@@ -93,8 +97,15 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
                       "span_source": out.span_source}
             results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
             rows[name].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+        # the predicted span's frames read with span_edges="midpoint": same decoded frames and boxes, other seconds
+        fields = {"pred_span_seconds": midpoint_seconds(out.pred_span_frames, tensors["frame_timestamps"],
+                                                        tensors["frame_mask"]),
+                  "pred_boxes": out.pred_boxes, "presence_scores": out.presence_scores,
+                  "decoder_frame_mask": out.decoder_frame_mask, "span_source": out.span_source}
+        results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
+        rows["span_edges_midpoint"].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
         # the ground-truth span, the decoder on its sampled frames
-        decode = gt_span_frames(chunk, inputs.video_metadata, seen["mask"])
+        decode = gt_span_frames(chunk, inputs.video_metadata, tensors["frame_mask"].bool())
         boxes, logits, _ = original(seen["enc"], decode)
         fields = {"pred_span_seconds": torch.tensor([[c.tube_start / c.fps, c.tube_end / c.fps] for c in chunk]),
                   "pred_boxes": boxes[-1] * decode.unsqueeze(-1), "presence_scores": logits[-1].sigmoid() * decode,
@@ -109,6 +120,23 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
     return rows
 
 
+def midpoint_seconds(spans: torch.Tensor, times: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """`(B, 2)` seconds of frame spans `(B, 2)` read with `span_edges="midpoint"` (as `model.ground` reads them)."""
+    from bridge_stg.modeling_bridge_stg import span_seconds
+
+    out = torch.zeros(spans.shape[0], 2)
+    for b, (s, e) in enumerate(spans.tolist()):
+        n = int(frame_mask[b].sum())
+        t = times[b, :n].float()
+        out[b] = torch.tensor(span_seconds(t, s, e, _duration(t), "midpoint"))
+    return out
+
+
+def _duration(times: torch.Tensor) -> float:
+    """The sampled clip's length in seconds: the last frame's timestamp plus one frame step (as `model.ground`)."""
+    return float(times[-1]) + (float(times[1] - times[0]) if times.shape[0] > 1 else 1.0)
+
+
 def true_frames_row(clip: Any, meta: dict[str, Any], times: torch.Tensor, inside: torch.Tensor, query_id: str,
                     grid: list[int], edges: str) -> dict[str, Any]:
     """A prediction row whose span is the sampled frames ``inside`` (the true span's) read in seconds with the
@@ -117,9 +145,7 @@ def true_frames_row(clip: Any, meta: dict[str, Any], times: torch.Tensor, inside
     from bridge_stg.modeling_bridge_stg import span_seconds
 
     index = torch.nonzero(inside).flatten().tolist()
-    n = times.shape[0]
-    step = float(times[1] - times[0]) if n > 1 else 1.0
-    a, b = span_seconds(times.float(), index[0], index[-1] + 1, float(times[-1]) + step, edges)
+    a, b = span_seconds(times.float(), index[0], index[-1] + 1, _duration(times.float()), edges)
     fps, (seg_start, seg_end) = float(meta["fps"]), (int(x) for x in meta["segment"])
     start = min(max(seg_start + round_half_up(a * fps), seg_start), seg_end - 1)
     end = min(max(seg_start + round_half_up(b * fps), start + 1), seg_end)
@@ -168,7 +194,7 @@ def main() -> None:
     # clip i of family f is clip (i * len(families) + k) of the round-robin test stream: the clips the demo scores
     everything = render_clips(TEST_STREAM, 0, 0, per_family * len(families), families=families)
     clips = [c for f in families for c in everything if c.family == f]
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES)}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*ABLATIONS, *ORACLES, *READINGS)}
     for k, family in enumerate(families):  # one family per batch: a swap gives a clip another clip's target
         part = diagnose(model, processor, clips[k * per_family: (k + 1) * per_family], first_id=k * per_family)
         for name in rows:
@@ -181,13 +207,14 @@ def main() -> None:
         table[name]["all"] = {"m_vIoU": scored["all"]["m_vIoU"], "m_tIoU": scored["all"]["m_tIoU"]}
     print("| change to the decoder's input | " + " | ".join(families) + " | all |")
     print("|---|" + "---|" * (len(families) + 1))
-    for name in (*ABLATIONS, *ORACLES):
+    for name in (*ABLATIONS, *ORACLES, *READINGS):
         cells = [family_cell(table[name][f]) for f in (*families, "all")]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(json.dumps({**run_record("bridge_diagnostics", args.quick, t0, load_start), "checkpoint": os.path.abspath(ckpt),
                       "clips_per_family": per_family, "families": list(families), "threads": args.threads,
                       "results": {name: table[name] for name in ABLATIONS},
-                      "oracles": {name: table[name] for name in ORACLES}}))
+                      "oracles": {name: table[name] for name in ORACLES},
+                      "readings": {name: table[name] for name in READINGS}}))
 
 
 if __name__ == "__main__":

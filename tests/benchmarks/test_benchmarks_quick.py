@@ -98,6 +98,53 @@ def test_bridge_diagnostics_quick() -> None:
     for edges in ("sampled", "midpoint"):
         r = out["oracles"][f"gt_frames_{edges}"]["all"]
         assert 0.5 < r["m_tIoU"] < 1.0 and abs(r["m_vIoU"] - r["m_tIoU"]) < 0.05
+    # the predicted spans read with span_edges="midpoint": a reading of the same boxes
+    assert set(out["readings"]) == {"span_edges_midpoint"} and "| span_edges_midpoint |" in text
+
+
+def test_bridge_diagnostics_oracle_decodes_the_true_span() -> None:
+    """The gt_span row runs the decoder on every sampled frame inside the true span (not only those the predicted
+    span shares with it), and the true-frames rows read exactly those frames."""
+    import numpy as np
+    import torch
+    from bridge_stg import BridgeSTGForVideoGrounding, BridgeSTGProcessor
+    from bridge_stg.training.demo import TEST_STREAM, demo_checkpoint_path, render_clips
+
+    mod = load_benchmark("bridge_diagnostics")
+    model = BridgeSTGForVideoGrounding.from_pretrained(demo_checkpoint_path()).eval()
+    processor = BridgeSTGProcessor.from_pretrained(demo_checkpoint_path())
+    clips = render_clips(TEST_STREAM, 0, 0, 2, families=("twins_event",))
+    masks = []
+    decoder = model._run_decoder
+
+    def record(enc, mask):
+        masks.append(mask.clone())
+        return decoder(enc, mask)
+
+    model._run_decoder = record
+    rows = mod.diagnose(model, processor, clips)
+    expected = torch.zeros_like(masks[-1])
+    for b, clip in enumerate(clips):
+        ids = processor(videos=[clip.frames], text=[clip.query], video_fps=[clip.fps]).video_metadata[0]["frame_ids"]
+        for k, f in enumerate(ids):
+            expected[b, k] = clip.tube_start <= f < clip.tube_end
+    assert expected.any(1).all() and torch.equal(masks[-1], expected)
+    for b, clip in enumerate(clips):
+        assert rows["gt_span"][b]["span"] == [clip.tube_start, clip.tube_end]
+        inside = [f for f in rows["gt_frames_sampled"][b]["sampled_frame_ids"] if clip.tube_start <= f < clip.tube_end]
+        assert rows["gt_frames_sampled"][b]["span"][0] == inside[0]  # from the first sampled frame inside
+    # the midpoint reading is what the model returns with span_edges="midpoint"
+    model._run_decoder = decoder
+    model.config.span_edges = "midpoint"
+    from bridge_stg.evaluation import tubedetr_grid
+    from bridge_stg.training.predict import ground_batch
+
+    inputs = processor(videos=[c.frames for c in clips], text=[c.query for c in clips], video_fps=[c.fps for c in clips])
+    grounded, _ = ground_batch(model, processor, inputs, [tubedetr_grid(0, c.num_frames, c.fps).tolist() for c in clips],
+                               query_ids=[r["query_id"] for r in rows["none"]])
+    for got, want in zip(rows["span_edges_midpoint"], grounded):
+        assert got["span"] == want["span"] and got["frame_ids"] == want["frame_ids"]
+        assert np.allclose(got["boxes"], want["boxes"], atol=1e-3)
 
 
 def test_box_readout_quick() -> None:
