@@ -17,7 +17,8 @@ both fall in one cell are skipped) and reads, at each cell:
 Probes. ``identity``: a logistic regression on the difference of the two cells' features, trained with the pair in a
 random order, predicting which of the two is the target (chance 0.5). It is fitted on clips of the validation stream
 and scored on the demo's test stream (``TEST_STREAM``, seed 0, the clips ``bridge-stg demo`` scores). ``box_head`` needs
-no fitting: the share of pairs where the target's cell scores higher. ``motion`` (``twins_motion`` only): a 5-way
+no fitting: the share of pairs where the target's cell scores higher (on ``twins_motion`` also split by which object
+stands still in the group, ``box_head_by_motion``: a head that just prefers the moving twin shows there). ``motion`` (``twins_motion`` only): a 5-way
 logistic regression (left, right, up, down, still: the box centre's move between the group's two frames) from one
 object's cell, target and twin alike, so it says whether the motion the query names is in the token at all.
 ``query_word`` (``twins_motion``, ``relational``): a logistic regression from one clip's bridging queries Q_b
@@ -233,6 +234,21 @@ def query_probe(train: list[dict[str, Any]], test: list[dict[str, Any]], source:
     return {**_against_majority(pred, ya, yb, len(words)), "clips": int(len(yb))}
 
 
+def box_head_by_motion(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The box head's pick (target scored above the twin) on the pairs whose two moves are known, split by which
+    object stands still in the group: ``target_still``, ``twin_still`` or ``both_moving``. A head that prefers
+    whichever twin moves, whatever the query says, scores high on ``twin_still``, low on ``target_still`` and about
+    0.5 on ``both_moving``; one that reads the query's verb scores high on all three."""
+    groups: dict[str, list[bool]] = {"target_still": [], "twin_still": [], "both_moving": []}
+    for r in records:
+        if "motion" not in r:
+            continue
+        target, twin = r["motion"]
+        key = "target_still" if target == "still" else "twin_still" if twin == "still" else "both_moving"
+        groups[key].append(r["box_head"][0] > r["box_head"][1])
+    return {k: {"accuracy": float(np.mean(v)) if v else None, "pairs": len(v)} for k, v in groups.items()}
+
+
 def probe_model(model: Any, processor: Any, train_clips: dict[str, list], test_clips: dict[str, list]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for family in train_clips:
@@ -244,6 +260,7 @@ def probe_model(model: Any, processor: Any, train_clips: dict[str, list], test_c
                                          if test else None)
         if family == "twins_motion":
             entry["motion"] = {s: motion_probe(train, test, s) for s in STAGES}
+            entry["box_head_by_motion"] = box_head_by_motion(test)
         if family in QUERY_WORDS:
             entry["query_word"] = {s: query_probe(train_q, test_q, s) for s in QUERY_SOURCES}
         out[family] = entry
@@ -289,6 +306,10 @@ def main() -> None:
         if t is not None:
             print(f"twins_motion, motion from the {stage} token: trained {t['accuracy']:.2f}, untrained {u['accuracy']:.2f}"
                   f" (majority class {t['majority']:.2f}, {t['objects']} objects)")
+    for key, t in results["trained"]["twins_motion"]["box_head_by_motion"].items():
+        u = results["untrained"]["twins_motion"]["box_head_by_motion"][key]
+        print(f"twins_motion, box head picks the target, {key.replace('_', ' ')}: trained {fmt(t['accuracy'])}, "
+              f"untrained {fmt(u['accuracy'])} ({t['pairs']} pairs)")
     for family in QUERY_WORDS:
         for source in QUERY_SOURCES:
             t, u = results["trained"][family]["query_word"][source], results["untrained"][family]["query_word"][source]

@@ -267,3 +267,8 @@ def test_identity_probe_helpers() -> None:
     grid = torch.arange(16, dtype=torch.float32).reshape(16, 1)  # token i has feature i
     assert mod._around(grid, 0, 4, 4).tolist() == [0, 0, 0, 0, 0, 1, 0, 4, 5]
     assert mod._around(grid, 5, 4, 4).tolist() == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    # a head that prefers whichever twin moves: right when the twin stands still, wrong when the target does
+    moves = [("left", "still", 2.0, 1.0), ("still", "up", 1.0, 2.0), ("left", "right", 2.0, 1.0), ("up", "down", 1.0, 2.0)]
+    split = mod.box_head_by_motion([{"motion": (a, b), "box_head": (t, w)} for a, b, t, w in moves] + [{"box_head": (1, 0)}])
+    assert split == {"target_still": {"accuracy": 0.0, "pairs": 1}, "twin_still": {"accuracy": 1.0, "pairs": 1},
+                     "both_moving": {"accuracy": 0.5, "pairs": 2}}
