@@ -188,7 +188,9 @@ class DemoTrainingArguments:
     aux_tasks: tuple[str, ...] = ()
     aux_batch_size: int = 4
     aux_loss_weight: float = 1.0
-    num_threads: int = 2
+    #: torch threads: the shipped recipe's 1 (a run is deterministic for a given count; on a shared 2-core machine one
+    #: thread trained 4-5x faster than two, benchmarks/RESULTS.md "Training throughput of the demo recipe")
+    num_threads: int = 1
     command: str | None = None
     model: DemoModelArguments = field(default_factory=DemoModelArguments)
 

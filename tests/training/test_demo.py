@@ -239,3 +239,26 @@ def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) ->
         demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "q"), mix_reference_readout_training="top",
                                                    **common), progress=False)
     assert not (tmp_path / "q" / "model.safetensors").exists()
+
+
+def test_demo_train_defaults_are_the_shipped_recipe(tmp_path: Path, monkeypatch) -> None:
+    """Bare ``bridge-stg demo --train`` runs the shipped checkpoint's recipe: its steps, its thread count (a run is
+    deterministic for a given count), its schedule; ``--threads`` still overrides, and a bad count is refused."""
+    from bridge_stg.training import demo
+
+    seen = []
+
+    def fake_train(args, progress=True):
+        seen.append(args)
+        return {"seed": args.seed, "steps": 0, "train_minutes": 0.0, "wall_minutes": 0.0, "validation": {}}
+
+    monkeypatch.setattr(demo, "train_demo", fake_train)
+    assert cli_main(["demo", "--train", "--output-dir", str(tmp_path / "c"), "--no-progress"]) == 0
+    args = seen[-1]
+    assert args.num_threads == 1 and args.max_steps == demo.DEMO_RECIPE_STEPS and args.minutes == demo.DEMO_RECIPE_MINUTES_CAP
+    assert args.lr_schedule == "constant" and args.family_warmup_steps == 1000
+    assert cli_main(["demo", "--train", "--threads", "2", "--output-dir", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert seen[-1].num_threads == 2
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["demo", "--train", "--threads", "0", "--output-dir", str(tmp_path / "c")])
+    assert exc.value.code == 2 and len(seen) == 2
