@@ -8,21 +8,14 @@ import platform
 import sys
 import time
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 
 def machine() -> str:
     """CPU model and core count (the machine is shared: see the load averages)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cpus, no GPU, {platform.system()} {platform.release()}"
+    from bridge_stg.training.demo import cpu_model
+
+    return f"{cpu_model()}, {os.cpu_count()} cpus, no GPU, {platform.system()} {platform.release()}"
 
 
 def guarded_run(run: Callable[..., dict[str, Any]], names: tuple[str, str], *call: Any) -> dict[str, Any]:

@@ -56,6 +56,11 @@ def test_demo_train_few_steps_then_demo(tmp_path: Path) -> None:
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "config.json").is_file()
     curve = json.loads((ckpt / "learning_curve.json").read_text())
     assert curve[-1]["step"] == 2 and 0.0 <= curve[-1]["m_tIoU"] <= 1.0
+    # runs are deterministic per CPU kind: the summary and the card name the CPU
+    from bridge_stg.training.demo import cpu_model
+
+    summary = json.loads((ckpt / "training_summary.json").read_text())
+    assert summary["cpu"] == cpu_model() != "" and f"({summary['cpu']})" in (ckpt / "README.md").read_text()
     model = AutoModel.from_pretrained(ckpt)
     assert isinstance(model, BridgeSTGForVideoGrounding) and model.config.span_source == "frame"
     BridgeSTGProcessor.from_pretrained(ckpt)
@@ -126,7 +131,7 @@ def test_curriculum_schedule_restarts_per_phase() -> None:
     with pytest.raises(ValueError, match="max_steps"):
         demo_learning_rate(DemoTrainingArguments(max_steps=None, restart_schedule=True, lr_schedule="cosine"), 0, 0.0)
     # the shipped recipe's schedule: constant (what its run trained with)
-    assert {demo_learning_rate(DemoTrainingArguments(), s, 0.0) for s in (0, 999, 1000, 3499)} == {1e-3}
+    assert {demo_learning_rate(DemoTrainingArguments(), s, 0.0) for s in (0, 999, 1000, 6999)} == {1e-3}
     # constant per phase: mix_learning_rate from the second phase on
     mixed = DemoTrainingArguments(mix_learning_rate=2e-4)
     assert [demo_learning_rate(mixed, s, 0.0) for s in (0, 999, 1000, 3499)] == [1e-3, 1e-3, 2e-4, 2e-4]
