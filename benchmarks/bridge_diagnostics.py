@@ -89,63 +89,58 @@ def diagnose(model: Any, processor: Any, clips: list[Any], batch_size: int = 8, 
             model._run_decoder = original
         grids = [tubedetr_grid(0, c.num_frames, c.fps).tolist() for c in chunk]
         ids = [f"test_{first_id + start + j}" for j in range(len(chunk))]
-        for name in ABLATIONS:
-            boxes, logits, _ = original(_ablate(seen["enc"], name), seen["mask"])
-            decode = seen["mask"]
-            fields = {"pred_span_seconds": out.pred_span_seconds, "pred_boxes": boxes[-1] * decode.unsqueeze(-1),
-                      "presence_scores": logits[-1].sigmoid() * decode, "decoder_frame_mask": decode,
-                      "span_source": out.span_source}
+
+        def prediction_rows(seconds: torch.Tensor, boxes: torch.Tensor, presence: torch.Tensor,
+                            decode: torch.Tensor) -> list[dict[str, Any]]:
+            fields = {"pred_span_seconds": seconds, "pred_boxes": boxes, "presence_scores": presence,
+                      "decoder_frame_mask": decode, "span_source": out.span_source}
             results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
-            rows[name].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+            return results_to_prediction_rows(results, inputs.video_metadata, ids)
+
+        def decoded_rows(seconds: torch.Tensor, enc: Any, decode: torch.Tensor) -> list[dict[str, Any]]:
+            boxes, logits, _ = original(enc, decode)
+            return prediction_rows(seconds, boxes[-1] * decode.unsqueeze(-1), logits[-1].sigmoid() * decode, decode)
+
+        for name in ABLATIONS:
+            rows[name].extend(decoded_rows(out.pred_span_seconds, _ablate(seen["enc"], name), seen["mask"]))
         # the predicted span's frames read with span_edges="midpoint": same decoded frames and boxes, other seconds
-        fields = {"pred_span_seconds": midpoint_seconds(out.pred_span_frames, tensors["frame_timestamps"],
-                                                        tensors["frame_mask"]),
-                  "pred_boxes": out.pred_boxes, "presence_scores": out.presence_scores,
-                  "decoder_frame_mask": out.decoder_frame_mask, "span_source": out.span_source}
-        results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
-        rows["span_edges_midpoint"].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+        rows["span_edges_midpoint"].extend(prediction_rows(
+            midpoint_seconds(out.pred_span_frames, tensors["frame_timestamps"], tensors["frame_mask"], model.config.sample_fps),
+            out.pred_boxes, out.presence_scores, out.decoder_frame_mask))
         # the ground-truth span, the decoder on its sampled frames
         decode = gt_span_frames(chunk, inputs.video_metadata, tensors["frame_mask"].bool())
-        boxes, logits, _ = original(seen["enc"], decode)
-        fields = {"pred_span_seconds": torch.tensor([[c.tube_start / c.fps, c.tube_end / c.fps] for c in chunk]),
-                  "pred_boxes": boxes[-1] * decode.unsqueeze(-1), "presence_scores": logits[-1].sigmoid() * decode,
-                  "decoder_frame_mask": decode, "span_source": out.span_source}
-        results = processor.post_process_grounding(fields, inputs.video_metadata, eval_frame_ids=grids)
-        rows["gt_span"].extend(results_to_prediction_rows(results, inputs.video_metadata, ids))
+        rows["gt_span"].extend(decoded_rows(torch.tensor([[c.tube_start / c.fps, c.tube_end / c.fps] for c in chunk]),
+                                            seen["enc"], decode))
         for b, (clip, meta) in enumerate(zip(chunk, inputs.video_metadata)):
             n = int(tensors["frame_mask"][b].sum())
             for edges in ("sampled", "midpoint"):
                 rows[f"gt_frames_{edges}"].append(true_frames_row(clip, meta, tensors["frame_timestamps"][b, :n],
-                                                                  decode[b, :n], ids[b], grids[b], edges))
+                                                                  decode[b, :n], ids[b], grids[b], edges,
+                                                                  model.config.sample_fps))
     return rows
 
 
-def midpoint_seconds(spans: torch.Tensor, times: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+def midpoint_seconds(spans: torch.Tensor, times: torch.Tensor, frame_mask: torch.Tensor, sample_fps: float) -> torch.Tensor:
     """`(B, 2)` seconds of frame spans `(B, 2)` read with `span_edges="midpoint"` (as `model.ground` reads them)."""
-    from bridge_stg.modeling_bridge_stg import span_seconds
+    from bridge_stg.modeling_bridge_stg import sampled_duration, span_seconds
 
     out = torch.zeros(spans.shape[0], 2)
     for b, (s, e) in enumerate(spans.tolist()):
         n = int(frame_mask[b].sum())
         t = times[b, :n].float()
-        out[b] = torch.tensor(span_seconds(t, s, e, _duration(t), "midpoint"))
+        out[b] = torch.tensor(span_seconds(t, s, e, sampled_duration(t, sample_fps), "midpoint"))
     return out
 
 
-def _duration(times: torch.Tensor) -> float:
-    """The sampled clip's length in seconds: the last frame's timestamp plus one frame step (as `model.ground`)."""
-    return float(times[-1]) + (float(times[1] - times[0]) if times.shape[0] > 1 else 1.0)
-
-
 def true_frames_row(clip: Any, meta: dict[str, Any], times: torch.Tensor, inside: torch.Tensor, query_id: str,
-                    grid: list[int], edges: str) -> dict[str, Any]:
+                    grid: list[int], edges: str, sample_fps: float) -> dict[str, Any]:
     """A prediction row whose span is the sampled frames ``inside`` (the true span's) read in seconds with the
     ``span_edges`` rule ``edges`` and mapped to frame ids as the processor does, with the true box on every frame."""
     from bridge_stg.box_ops_bridge_stg import round_half_up
-    from bridge_stg.modeling_bridge_stg import span_seconds
+    from bridge_stg.modeling_bridge_stg import sampled_duration, span_seconds
 
     index = torch.nonzero(inside).flatten().tolist()
-    a, b = span_seconds(times.float(), index[0], index[-1] + 1, _duration(times.float()), edges)
+    a, b = span_seconds(times.float(), index[0], index[-1] + 1, sampled_duration(times.float(), sample_fps), edges)
     fps, (seg_start, seg_end) = float(meta["fps"]), (int(x) for x in meta["segment"])
     start = min(max(seg_start + round_half_up(a * fps), seg_start), seg_end - 1)
     end = min(max(seg_start + round_half_up(b * fps), start + 1), seg_end)

@@ -1567,8 +1567,7 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         for i in range(B):
             n = int(frame_mask[i].sum())
             t = times[i, :n]
-            step = float(t[1] - t[0]) if n > 1 else 1.0 / self.config.sample_fps
-            duration = float(t[-1]) + step
+            duration = sampled_duration(t, self.config.sample_fps)
             parsed = BridgeSTGProcessor.parse_answer(texts[i], duration=duration) if source == "text" else None
             if source == "frame":
                 s, e = best_span(enc.span_start_logits[i, :n], enc.span_end_logits[i, :n])
@@ -1584,6 +1583,13 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             spans_s[i] = torch.tensor(parsed)
             spans_f[i] = torch.tensor([s, e])
         return spans_s, spans_f, sources
+
+
+def sampled_duration(times: torch.Tensor, sample_fps: float) -> float:
+    """The seconds a sample's frames cover: the last sampled frame's timestamp plus one sampling step (`1 /
+    sample_fps` when there is a single frame); the end of a span that runs past the last frame."""
+    step = float(times[1] - times[0]) if times.shape[0] > 1 else 1.0 / sample_fps
+    return float(times[-1]) + step
 
 
 def span_seconds(times: torch.Tensor, start: int, end: int, duration: float, edges: str = "sampled") -> tuple[float, float]:
