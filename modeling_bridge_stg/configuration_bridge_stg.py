@@ -98,6 +98,10 @@ class BridgeSTGConfig(PreTrainedConfig):
             difference by a small MLP, then the 3x3 neighbourhood of those features (zeros off the grid) projected and
             normalised. A single merged token sees the inside of an object, its edges (where motion shows) lie in the
             cells around it (docs/method.md §3.25).
+        motion_flow (`bool`, defaults to `False`): with `motion_evidence`, also give each token's motion feature the
+            gradient-based (Lucas–Kanade) motion statistics of its cell between the group's two frames (the direction
+            of the move as two signed numbers, how much changes, how much edge there is), computed from the pixels
+            without parameters and then projected (docs/method.md §3.30).
         reference_learned_scale (`bool`, defaults to `False`): multiply the box head's reference-point logits by a
             learned scale (`exp` of a parameter that starts at 0) before the softmax that weights the tokens' boxes, so
             the box loss can sharpen that attention directly (`loss_reference` still reads the unscaled logits).
@@ -173,6 +177,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     decoder_frame_sampling: str = "random"
     frame_evidence: bool = False
     motion_evidence: bool = False
+    motion_flow: bool = False
     reference_learned_scale: bool = False
     reference_readout: str = "mean"
     reference_readout_training: str = "mean"
@@ -253,10 +258,12 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
         _check_choice(self.reference_readout, "reference_readout", REFERENCE_READOUTS)
         _check_choice(self.reference_readout_training, "reference_readout_training", REFERENCE_READOUTS)
-        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "motion_evidence", "eta", "bridge_in_decoder",
-                     "reference_learned_scale"):
+        for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "motion_evidence", "motion_flow", "eta",
+                     "bridge_in_decoder", "reference_learned_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.motion_flow and not self.motion_evidence:
+            raise ValueError("motion_flow: adds to the motion evidence's features, so it needs motion_evidence=True")
         if not (isinstance(self.relevance_bias_init, (int, float)) and math.isfinite(self.relevance_bias_init)):
             raise ValueError(f"relevance_bias_init: must be a finite number, got {self.relevance_bias_init!r}")
         _check_int(self.num_positive_frames, "num_positive_frames", minimum=1)

@@ -555,6 +555,48 @@ def pad_groups(flat: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: 
     return out
 
 
+#: the per-token statistics of `flow_statistics`
+FLOW_FEATURES = 4
+
+
+def flow_statistics(pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], merge: int, temporal_patch: int,
+                    patch: int, eps: float = 1e-2) -> torch.Tensor:
+    """`(N_tokens, 4)`: gradient-based (Lucas–Kanade) motion statistics of each merged token, between the first and
+    the last frame of its temporal group (docs/method.md §3.30).
+
+    Each group's two frames are put back together from the processor's patches and smoothed by a 3x3 mean. With `I`
+    their mean, `I_t` their difference and `I_x`, `I_y` central differences of `I`, summed over the colour channels and
+    averaged over the token's cell: `u = -<I_x I_t> / (<I_x² + I_y²> + eps)` and `v` likewise with `I_y`. Under
+    brightness constancy (`I_t ≈ -(u I_x + v I_y)`) their signs are the direction of the move whatever the contrast
+    between an object and its background, also for moves larger than a pixel (an edge's leading and trailing strips
+    agree in sign). The features are `tanh(u)`, `tanh(v)`, `log1p(<|I_t|>)` (how much changes) and
+    `log1p(<I_x² + I_y²>)` (how much edge there is to see it on). Tokens are in (group, raster) order, as the rows of
+    `frame_pixels_per_token`.
+    """
+    per_token = pixel_values.reshape(pixel_values.shape[0] // merge**2, merge, merge, 3, temporal_patch, patch, patch)
+    out, offset = [], 0
+    side = merge * patch
+    for gh, gw in grid_hw:
+        n = gh * gw
+        # (gh, gw, mh, mw, C, T, p, p) -> (T, C, gh·mh·p, gw·mw·p)
+        frames = per_token[offset: offset + n].reshape(gh, gw, merge, merge, 3, temporal_patch, patch, patch)
+        frames = frames.permute(5, 4, 0, 2, 6, 1, 3, 7).reshape(temporal_patch, 3, gh * side, gw * side).float()
+        offset += n
+        first, last = frames[0], frames[-1]
+        mean = F.avg_pool2d(((first + last) / 2)[None], 3, 1, 1, count_include_pad=False)[0]
+        it = F.avg_pool2d((last - first)[None], 3, 1, 1, count_include_pad=False)[0]
+        ix = F.pad(mean[:, :, 2:] - mean[:, :, :-2], (1, 1)) / 2
+        iy = F.pad(mean[:, 2:, :] - mean[:, :-2, :], (0, 0, 1, 1)) / 2
+
+        def cell_mean(z: torch.Tensor) -> torch.Tensor:  # channels summed, averaged over each token's cell -> (n,)
+            return F.avg_pool2d(z.sum(0, keepdim=True)[None], side)[0, 0].reshape(n)
+
+        edges = cell_mean(ix * ix + iy * iy)
+        u, v = -cell_mean(ix * it) / (edges + eps), -cell_mean(iy * it) / (edges + eps)
+        out.append(torch.stack([torch.tanh(u), torch.tanh(v), torch.log1p(cell_mean(it.abs())), torch.log1p(edges)], -1))
+    return torch.cat(out, 0)
+
+
 class BridgeSTGMotionEvidence(nn.Module):
     """`config.motion_evidence`: a motion feature per memory token, from the pixels of its 3x3 grid neighbourhood in the
     group's two frames (docs/method.md §3.25).
@@ -572,6 +614,9 @@ class BridgeSTGMotionEvidence(nn.Module):
         self.mix = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, d))
         self.spread = nn.Linear(9 * d, d)
         self.norm = nn.LayerNorm(d)
+        # `config.motion_flow`: each token's `flow_statistics`, projected and added to its mixed feature
+        self.flow = nn.Linear(FLOW_FEATURES, d) if config.motion_flow else None
+        self.patch = config.patch_size
 
     def forward(self, pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], group_valid: torch.Tensor, M: int,
                 merge: int, temporal_patch: int) -> torch.Tensor:
@@ -579,6 +624,9 @@ class BridgeSTGMotionEvidence(nn.Module):
         e = self.frame(frame_pixels_per_token(pixel_values, merge, temporal_patch).to(self.frame.weight.dtype))  # (N, T, d)
         first, last = e[:, 0], e[:, -1]
         mixed = self.mix(torch.cat([first, last, last - first], dim=-1))  # (N, d)
+        if self.flow is not None:
+            stats = flow_statistics(pixel_values, grid_hw, merge, temporal_patch, self.patch)
+            mixed = mixed + self.flow(stats.to(self.flow.weight.dtype))
         d = mixed.shape[-1]
         neighbourhoods, offset = [], 0
         for gh, gw in grid_hw:

@@ -270,6 +270,49 @@ def test_motion_evidence_reads_each_tokens_neighbourhood_in_both_frames(compact_
         _build(compact_tokenizer, motion_evidence="yes")
 
 
+def _patch_rows(frames: torch.Tensor, merge: int, patch: int) -> torch.Tensor:
+    """The processor's patch rows (merge-block order, values `(C, T, p, p)`) of one group's frames `(T, 3, H, W)`."""
+    T, C, H, W = frames.shape
+    gh, gw = H // (merge * patch), W // (merge * patch)
+    x = frames.reshape(T, C, gh, merge, patch, gw, merge, patch).permute(2, 5, 3, 6, 1, 0, 4, 7)
+    return x.reshape(gh * gw * merge * merge, C * T * patch * patch)
+
+
+@pytest.mark.parametrize("move, axis, sign", [((6, 0), 0, 1.0), ((-6, 0), 0, -1.0), ((0, 6), 1, 1.0), ((0, -6), 1, -1.0)])
+def test_flow_statistics_give_the_direction_of_a_move(move, axis, sign):
+    from bridge_stg.modeling_bridge_stg import flow_statistics
+
+    merge, patch, grid = 2, 8, 4
+    side = grid * merge * patch  # 64 px, 16 px per token cell
+
+    def frames(dx: int, dy: int, bright: bool) -> torch.Tensor:
+        out = torch.full((2, 3, side, side), -1.0 if bright else 1.0)
+        for t, (x, y) in enumerate([(20, 20), (20 + dx, 20 + dy)]):
+            out[t, :, y: y + 20, x: x + 20] = 1.0 if bright else -1.0
+        return out
+
+    for bright in (True, False):  # the sign does not depend on the contrast
+        stats = flow_statistics(_patch_rows(frames(*move, bright), merge, patch), [(grid, grid)], merge, 2, patch)
+        assert stats.shape == (grid * grid, 4) and torch.isfinite(stats).all()
+        moving = stats[:, 2] > 0.05  # tokens where something changes
+        assert moving.any()
+        along, across = stats[moving, axis] * sign, stats[moving, 1 - axis]
+        assert (along > 0.3).all() and (across.abs() < along).all()
+    still = flow_statistics(_patch_rows(frames(0, 0, True), merge, patch), [(grid, grid)], merge, 2, patch)
+    assert still[:, :3].abs().max() == 0.0 and still[:, 3].max() > 0  # edges, nothing changes
+
+
+def test_motion_flow_is_part_of_the_motion_evidence(compact_tokenizer):
+    model, processor = _build(compact_tokenizer, motion_evidence=True, motion_flow=True)
+    flow = model.qgsl.motion_evidence.flow
+    assert flow is not None and _build(compact_tokenizer, motion_evidence=True)[0].qgsl.motion_evidence.flow is None
+    out = model(**_train_batch(processor))
+    out.loss.backward()
+    assert flow.weight.grad is not None and flow.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="motion_flow.*motion_evidence"):
+        BridgeSTGConfig(motion_flow=True)
+
+
 def test_query_loss_reconstructs_the_prompts_words_from_the_bridge(compact_tokenizer):
     from bridge_stg.losses_bridge_stg import bag_of_words_loss
 
