@@ -26,7 +26,12 @@ object's cell, target and twin alike, so it says whether the motion the query na
 its last layer, averaged over the span's frames (``decoder_query``, the K queries concatenated: what the box head
 matches against the memory) to the query's deciding word (the action, the relation): whether what the decoder's queries start from, and
 what they end as, know which twin is asked for.
-The stages ``vision_3x3`` and ``memory_3x3`` concatenate the cell's token with its 8 neighbours' (zeros off the grid).
+- ``flow``: the cell's gradient-based motion statistics (``flow_statistics``, the input of the ``motion_flow`` option),
+  computed from the pixels without weights, so the same for every checkpoint: how much of the move the pixels give a
+  fixed, parameter-free reader.
+
+The stages ``vision_3x3``, ``memory_3x3`` and ``flow_3x3`` concatenate the cell's features with its 8 neighbours'
+(zeros off the grid).
 
 Each probe is fitted once on the checkpoint and once on the same architecture with fresh weights (``untrained``,
 ``torch.manual_seed(0)``): what the untrained model's features already allow is what the architecture gives for free,
@@ -51,7 +56,7 @@ from _common import run_record
 
 TWIN_FAMILIES = ("twins_motion", "twins_event", "relational")
 #: the features probed: one cell's token, or the cell's and its 8 neighbours' tokens concatenated
-STAGES = ("vision", "vision_3x3", "memory", "memory_3x3")
+STAGES = ("vision", "vision_3x3", "memory", "memory_3x3", "flow", "flow_3x3")
 #: the word of the query that decides between the twins, per family (the key of the clip's ``details``)
 QUERY_WORDS = {"twins_motion": "action", "relational": "relation"}
 MOTIONS = ("left", "right", "up", "down", "still")
@@ -105,6 +110,7 @@ def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, bat
                    last_layer: list[torch.Tensor]) -> None:
     """`collect` on the clips ``clips[start: start + batch_size]``; ``last_layer`` receives the decoder's last layer
     output (a forward hook)."""
+    from bridge_stg.modeling_bridge_stg import flow_statistics
     from bridge_stg.training.demo import training_batch
 
     part = clips[start: start + batch_size]
@@ -120,6 +126,9 @@ def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, bat
     groups_per_clip = ((batch["frame_mask"].sum(1) + 1) // 2).tolist()
     offsets = np.cumsum([0, *groups_per_clip])
     merge = model.config.spatial_merge_size
+    grid_hw = [(int(h) // merge, int(w) // merge) for _, h, w in batch["video_grid_thw"].tolist()]
+    flow = flow_statistics(batch["pixel_values_videos"], grid_hw, merge, model.config.temporal_patch_size,
+                           model.config.patch_size).split([h * w for h, w in grid_hw])  # per group, no weights
     for b, clip in enumerate(part):
         if clip.family in QUERY_WORDS:
             valid = batch["frame_mask"][b]
@@ -141,13 +150,15 @@ def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, bat
             wc = _cell(twin[frame_ids[f]], clip.width, clip.height, gw, gh)
             if tc == wc:
                 continue
-            vis, mem = vision[offsets[b] + g].float(), enc.memory[b, g, : gh * gw].float()
+            vis, mem, flo = vision[offsets[b] + g].float(), enc.memory[b, g, : gh * gw].float(), flow[offsets[b] + g]
             rec = {
                 "clip": start + b, "family": clip.family,
                 "vision": (vis[tc].numpy(), vis[wc].numpy()),
                 "memory": (mem[tc].numpy(), mem[wc].numpy()),
                 "vision_3x3": (_around(vis, tc, gh, gw), _around(vis, wc, gh, gw)),
                 "memory_3x3": (_around(mem, tc, gh, gw), _around(mem, wc, gh, gw)),
+                "flow": (flo[tc].numpy(), flo[wc].numpy()),
+                "flow_3x3": (_around(flo, tc, gh, gw), _around(flo, wc, gh, gw)),
                 "box_head": (float(last[b, f, tc]), float(last[b, f, wc])),
             }
             if len(slots) == 2:  # both frames of the group in the span: each object's move between them

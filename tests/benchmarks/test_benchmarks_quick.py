@@ -226,7 +226,7 @@ def test_identity_probe_quick() -> None:
         assert set(per_family) == {"twins_motion", "twins_event", "relational"}
         for family, r in per_family.items():
             assert r["train_pairs"] > 0 and r["test_pairs"] > 0
-            assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "box_head"}
+            assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "flow", "flow_3x3", "box_head"}
             assert all(0.0 <= v <= 1.0 for v in r["identity"].values())
             assert ("motion" in r) == (family == "twins_motion")
             assert ("query_word" in r) == (family in ("twins_motion", "relational"))
@@ -234,6 +234,11 @@ def test_identity_probe_quick() -> None:
                 assert set(r["query_word"]) == {"bridge", "frame_state", "decoder_query"}
                 assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
     assert "| relational |" in text and "box_head" in text
+    # the flow statistics need no weights: the trained and the untrained model read the same ones
+    for key in ("identity", "motion"):
+        for stage in ("flow", "flow_3x3"):
+            trained, untrained = (out["results"][m]["twins_motion"][key][stage] for m in ("trained", "untrained"))
+            assert trained == untrained
 
 
 def test_identity_probe_helpers() -> None:
