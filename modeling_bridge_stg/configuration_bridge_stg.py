@@ -105,6 +105,10 @@ class BridgeSTGConfig(PreTrainedConfig):
         reference_learned_scale (`bool`, defaults to `False`): multiply the box head's reference-point logits by a
             learned scale (`exp` of a parameter that starts at 0) before the softmax that weights the tokens' boxes, so
             the box loss can sharpen that attention directly (`loss_reference` still reads the unscaled logits).
+        reference_query_pos (`bool`, defaults to `False`): the reference-point box head scores the memory tokens
+            with its frame's pooled decoder state plus the pooled query positions (`x + P`, the sum every decoder
+            attention queries with), so the bridging queries Q_b in `P` reach the box head's match directly instead of
+            only through what the decoder layers keep of them (docs/method.md §3.30).
         reference_readout (`str`, defaults to `"mean"`): how the reference-point box head turns its attention over
             the frame's tokens into one box at inference (the model in eval mode): `"mean"` (the attention-weighted
             average of every token's box) or `"peak"` (the same average over the highest-scoring token and the tokens
@@ -126,6 +130,9 @@ class BridgeSTGConfig(PreTrainedConfig):
             against the memory tokens whose cell overlaps the ground-truth box, 0.0) and `loss_query` (0.0: the prompt's
             text tokens reconstructed as a bag of words from the mean bridging query, through the LLM's input
             embeddings, so that the bridge carries the query's words to the decoder; docs/method.md §3.25).
+        loss_query_tokens (`str`, defaults to `"prompt"`): the bag of `loss_query`: `"prompt"` (every text token of the
+            prompt) or `"distinct"` (only the tokens that are not in every prompt of the batch: the query's own words,
+            such as a verb, without the template all prompts share; a batch of one keeps the whole prompt).
         contrastive_temperature (`float`, defaults to 0.07): InfoNCE temperature.
         answer_decimals (`int`, defaults to 1): decimals of the seconds in the answer text.
         answer_timestamps (`str`, defaults to `"exact"`): the seconds of the training answer: `"exact"` (the
@@ -179,6 +186,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     motion_evidence: bool = False
     motion_flow: bool = False
     reference_learned_scale: bool = False
+    reference_query_pos: bool = False
     reference_readout: str = "mean"
     reference_readout_training: str = "mean"
     bridge_in_decoder: bool = True
@@ -200,6 +208,7 @@ class BridgeSTGConfig(PreTrainedConfig):
     loss_span_weight: float = 1.0
     loss_reference_weight: float = 0.0
     loss_query_weight: float = 0.0
+    loss_query_tokens: str = "prompt"
     contrastive_temperature: float = 0.07
     answer_decimals: int = 1
     answer_timestamps: str = "exact"
@@ -258,10 +267,13 @@ class BridgeSTGConfig(PreTrainedConfig):
         _check_choice(self.reference_supervision, "reference_supervision", ("mass", "bce"))
         _check_choice(self.reference_readout, "reference_readout", REFERENCE_READOUTS)
         _check_choice(self.reference_readout_training, "reference_readout_training", REFERENCE_READOUTS)
+        _check_choice(self.loss_query_tokens, "loss_query_tokens", ("prompt", "distinct"))
         for name in ("bridge_query_norm", "fusion_layer_norm", "frame_evidence", "motion_evidence", "motion_flow", "eta",
-                     "bridge_in_decoder", "reference_learned_scale"):
+                     "bridge_in_decoder", "reference_learned_scale", "reference_query_pos"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.reference_query_pos and self.box_head != "reference_point":
+            raise ValueError("reference_query_pos: only the reference-point box head scores tokens (box_head='reference_point')")
         if self.motion_flow and not self.motion_evidence:
             raise ValueError("motion_flow: adds to the motion evidence's features, so it needs motion_evidence=True")
         if not (isinstance(self.relevance_bias_init, (int, float)) and math.isfinite(self.relevance_bias_init)):

@@ -463,7 +463,8 @@ class BridgeSTGDecoderHeads(nn.Module):
 
     Box head `reference_point`: every memory token proposes a box centred near its own grid cell
     (offset bounded by tanh to about one cell) and the pooled query's attention over the tokens
-    weights the proposals. `mlp`: a 3-layer MLP on the pooled embedding.
+    weights the proposals (with `config.reference_query_pos`, the pooled query plus the pooled query positions).
+    `mlp`: a 3-layer MLP on the pooled embedding.
     """
 
     def __init__(self, config: BridgeSTGConfig):
@@ -484,6 +485,7 @@ class BridgeSTGDecoderHeads(nn.Module):
             # the readout in eval mode (inference) and in train mode (`reference_readout_training`)
             self.readout = config.reference_readout
             self.readout_training = config.reference_readout_training
+        self.query_pos = config.reference_query_pos
 
     def forward(
         self,
@@ -492,6 +494,7 @@ class BridgeSTGDecoderHeads(nn.Module):
         cell_centres: torch.Tensor,  # (B, S, M, 2) normalised (cx, cy)
         cell_sizes: torch.Tensor,  # (B, S, 2) normalised (w, h) of one grid cell
         ref_keys: torch.Tensor | None = None,  # (B, S, M, d) `ref_key(memory)`, shared by the layers
+        pos: torch.Tensor | None = None,  # (B, S, K, d) the query positions; read with `config.reference_query_pos`
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Boxes `(B, S, 4)` normalised cxcywh, presence logits `(B, S)` and the reference-point scores `(B, S, M)`
         (the logits of the softmax over memory tokens; `None` for the MLP head)."""
@@ -502,7 +505,8 @@ class BridgeSTGDecoderHeads(nn.Module):
             return self.box_mlp(h).sigmoid(), presence, None
         d = h.shape[-1]
         keys = memory.project(self.ref_key) if ref_keys is None else ref_keys
-        scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(h), keys) / math.sqrt(d)
+        match = h if not self.query_pos else h + (attn.unsqueeze(-1) * pos).sum(2)  # what the tokens are scored with
+        scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(match), keys) / math.sqrt(d)
         floor = torch.finfo(scores.dtype).min
         masked = scores.masked_fill(~memory.valid, floor)
         if self.ref_log_scale is None:
@@ -714,7 +718,7 @@ class BridgeSTGSpatialDecoder(nn.Module):
         ref_keys = memory.project(self.heads.ref_key) if self.heads.box_head_type != "mlp" else None  # once, all layers
         for layer in self.layers:
             x = layer(x, pos, frame_valid, memory)
-            b, p, r = self.heads(x, memory, cell_centres, cell_sizes, ref_keys)
+            b, p, r = self.heads(x, memory, cell_centres, cell_sizes, ref_keys, pos)
             boxes.append(b)
             presences.append(p)
             scores.append(r)
@@ -1281,6 +1285,10 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
         if labels is not None:
             text &= labels == -100
         vocab = self.mllm.get_input_embeddings().weight.detach()
+        if self.config.loss_query_tokens == "distinct" and text.shape[0] > 1:  # drop the tokens every prompt has
+            present = torch.zeros(text.shape[0], vocab.shape[0], device=text.device, dtype=torch.bool)
+            present[torch.arange(text.shape[0], device=text.device)[:, None].expand_as(input_ids)[text], input_ids[text]] = True
+            text = text & ~present.all(0)[input_ids]
         logits = self.stsb.text_head(enc.bridge_queries.mean(1)) @ vocab.t().to(enc.bridge_queries.dtype)
         return losses.bag_of_words_loss(logits, input_ids, text)
 

@@ -367,6 +367,59 @@ def test_query_loss_reconstructs_the_prompts_words_from_the_bridge(compact_token
         "loss_reference", "loss_query")))
 
 
+def test_query_loss_distinct_tokens_keep_only_the_words_that_differ(compact_tokenizer):
+    import bridge_stg.losses_bridge_stg as L
+
+    model, processor = _build(compact_tokenizer, loss_query_weight=1.0, loss_query_tokens="distinct")
+    frames, boxes = _clip()
+    queries = ["the white square", "the white circle"]
+    batch = processor(videos=[frames, frames], text=queries, video_fps=[4.0, 4.0], target_spans=[(4, 12)] * 2,
+                      target_boxes=[{f: boxes[f] for f in range(4, 12)}] * 2, training=True)
+    captured, real = {}, L.bag_of_words_loss
+
+    def spy(logits, token_ids, token_mask):
+        captured["rows"] = [set(token_ids[b][token_mask[b]].tolist()) for b in range(token_ids.shape[0])]
+        return real(logits, token_ids, token_mask)
+
+    L.bag_of_words_loss = spy
+    try:
+        out = model(**batch)
+    finally:
+        L.bag_of_words_loss = real
+    tok = processor.tokenizer
+    ids = [set(tok(" " + q, add_special_tokens=False)["input_ids"]) for q in queries]
+    shared, own = ids[0] & ids[1], [ids[0] - ids[1], ids[1] - ids[0]]
+    assert own[0] and own[1] and shared
+    for b in range(2):  # each row's bag: its own words, nothing the two prompts share (template included)
+        assert own[b] <= captured["rows"][b] and not captured["rows"][b] & shared
+        assert not captured["rows"][b] & captured["rows"][1 - b]
+    assert torch.isfinite(out.loss_query) and float(out.loss_query) > 0
+    with pytest.raises(ValueError, match="loss_query_tokens"):
+        _build(compact_tokenizer, loss_query_tokens="verbs")
+
+
+def test_reference_query_pos_lets_the_query_positions_steer_the_box_head(compact_tokenizer):
+    from bridge_stg.modeling_bridge_stg import BridgeSTGSlotMemory
+
+    for on in (False, True):
+        model, _ = _build(compact_tokenizer, reference_query_pos=on)
+        heads, d = model.qgsl.heads, model.config.decoder_hidden_size
+        gen = torch.Generator().manual_seed(0)
+        B, S, K, M = 1, 2, 4, 16
+        x, pos = torch.randn(B, S, K, d, generator=gen), torch.randn(B, S, K, d, generator=gen, requires_grad=True)
+        memory = BridgeSTGSlotMemory(torch.randn(B, S, M, d, generator=gen), torch.zeros(B, S, M, d),
+                                     torch.ones(B, S, M, dtype=torch.bool), torch.arange(S)[None])
+        centres, cells = torch.rand(B, S, M, 2, generator=gen), torch.full((B, S, 2), 0.25)
+        _, _, scores = heads(x, memory, centres, cells, None, pos)
+        _, _, moved = heads(x, memory, centres, cells, None, pos + 1.0)
+        assert torch.equal(scores, moved) != on  # the positions change the scores only with the option
+        if on:
+            scores.sum().backward()
+            assert pos.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="reference_query_pos"):
+        _build(compact_tokenizer, reference_query_pos=True, box_head="mlp")
+
+
 @pytest.mark.parametrize("position", ["before_video", "after_video"])
 def test_query_position(compact_tokenizer, position):
     """After the video, the frame states cannot see the query: only the bridging queries carry it."""
