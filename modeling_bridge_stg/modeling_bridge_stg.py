@@ -505,6 +505,8 @@ class BridgeSTGDecoderHeads(nn.Module):
             return self.box_mlp(h).sigmoid(), presence, None
         d = h.shape[-1]
         keys = memory.project(self.ref_key) if ref_keys is None else ref_keys
+        if self.query_pos and pos is None:
+            raise ValueError("reference_query_pos: the box head needs the query positions (pos)")
         match = h if not self.query_pos else h + (attn.unsqueeze(-1) * pos).sum(2)  # what the tokens are scored with
         scores = torch.einsum("bsd,bsmd->bsm", self.ref_query(match), keys) / math.sqrt(d)
         floor = torch.finfo(scores.dtype).min
@@ -1286,8 +1288,9 @@ class BridgeSTGForVideoGrounding(BridgeSTGPreTrainedModel):
             text &= labels == -100
         vocab = self.mllm.get_input_embeddings().weight.detach()
         if self.config.loss_query_tokens == "distinct" and text.shape[0] > 1:  # drop the tokens every prompt has
+            rows = torch.arange(text.shape[0], device=text.device)[:, None].expand_as(input_ids)
             present = torch.zeros(text.shape[0], vocab.shape[0], device=text.device, dtype=torch.bool)
-            present[torch.arange(text.shape[0], device=text.device)[:, None].expand_as(input_ids)[text], input_ids[text]] = True
+            present[rows[text], input_ids[text]] = True  # (B, V): which tokens each prompt's bag has
             text = text & ~present.all(0)[input_ids]
         logits = self.stsb.text_head(enc.bridge_queries.mean(1)) @ vocab.t().to(enc.bridge_queries.dtype)
         return losses.bag_of_words_loss(logits, input_ids, text)
