@@ -11,6 +11,9 @@ both fall in one cell are skipped) and reads, at each cell:
 - ``vision``: the merged vision-encoder token (what the LLM receives; it has not seen the query);
 - ``memory``: the decoder's memory token (the LLM's last-layer state at that video token, projected; the query comes
   before the video, so it has read the query and every earlier frame);
+- ``flow``: the cell's gradient-based motion statistics (``flow_statistics``, the input of the ``motion_flow`` option),
+  computed from the pixels without weights, so the same for every checkpoint: how much of the move the pixels give a
+  fixed, parameter-free reader;
 - ``box_head``: the box head's own score of that cell on the last decoder layer, with the decoder run on the
   ground-truth span (so a wrong span cannot hide a right identity or the reverse).
 
@@ -26,9 +29,6 @@ object's cell, target and twin alike, so it says whether the motion the query na
 its last layer, averaged over the span's frames (``decoder_query``, the K queries concatenated: what the box head
 matches against the memory) to the query's deciding word (the action, the relation): whether what the decoder's queries start from, and
 what they end as, know which twin is asked for.
-- ``flow``: the cell's gradient-based motion statistics (``flow_statistics``, the input of the ``motion_flow`` option),
-  computed from the pixels without weights, so the same for every checkpoint: how much of the move the pixels give a
-  fixed, parameter-free reader.
 
 The stages ``vision_3x3``, ``memory_3x3`` and ``flow_3x3`` concatenate the cell's features with its 8 neighbours'
 (zeros off the grid).
