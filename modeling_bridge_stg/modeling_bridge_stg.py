@@ -579,14 +579,14 @@ def flow_statistics(pixel_values: torch.Tensor, grid_hw: list[tuple[int, int]], 
     `log1p(<I_x² + I_y²>)` (how much edge there is to see it on). Tokens are in (group, raster) order, as the rows of
     `frame_pixels_per_token`.
     """
-    per_token = pixel_values.reshape(pixel_values.shape[0] // merge**2, merge, merge, 3, temporal_patch, patch, patch)
+    per_token = frame_pixels_per_token(pixel_values, merge, temporal_patch)  # (N, T, mh · mw · C · p · p)
     out, offset = [], 0
     side = merge * patch
     for gh, gw in grid_hw:
         n = gh * gw
-        # (gh, gw, mh, mw, C, T, p, p) -> (T, C, gh·mh·p, gw·mw·p)
-        frames = per_token[offset: offset + n].reshape(gh, gw, merge, merge, 3, temporal_patch, patch, patch)
-        frames = frames.permute(5, 4, 0, 2, 6, 1, 3, 7).reshape(temporal_patch, 3, gh * side, gw * side).float()
+        # (gh, gw, T, mh, mw, C, p, p) -> (T, C, gh·mh·p, gw·mw·p)
+        frames = per_token[offset: offset + n].reshape(gh, gw, temporal_patch, merge, merge, 3, patch, patch)
+        frames = frames.permute(2, 5, 0, 3, 6, 1, 4, 7).reshape(temporal_patch, 3, gh * side, gw * side).float()
         offset += n
         first, last = frames[0], frames[-1]
         mean = F.avg_pool2d(((first + last) / 2)[None], 3, 1, 1, count_include_pad=False)[0]
