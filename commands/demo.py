@@ -11,9 +11,11 @@ so), any other non-empty folder needs ``--overwrite``.
 
 With ``--train``: train the demo checkpoint from scratch (``--max-steps``, ``--minutes``, ``--seed``,
 ``--output-dir``); see :func:`bridge_stg.training.demo.train_demo`. The defaults are the shipped
-checkpoint's recipe: 4551 steps with a step-based learning-rate schedule (``--minutes`` is only a cap), so with
-``--seed 0 --threads 1`` the run is deterministic and gives the shipped weights (about an hour on 2 cores).
-``--max-steps 0`` trains for ``--minutes`` instead, with the schedule following the clock.
+checkpoint's recipe: 7000 steps with a step-based learning-rate schedule (``--minutes`` is only a cap), so with
+``--seed 0 --threads 1`` the run is deterministic and gives the shipped weights on a CPU of the kind that trained them
+(the checkpoint's card names it; about 80 minutes on 2 cores). ``--max-steps 0`` trains for ``--minutes`` instead,
+with the schedule following the clock. ``--families`` trains on some query families only (after the appearance
+warm-up) and ``--config-overrides`` changes the method's options, for experiments (docs/method.md).
 
     bridge-stg demo --out demo_out
     bridge-stg demo --train --seed 0 --threads 1 --output-dir my_demo_checkpoint
@@ -172,8 +174,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="demo: seed of the test stream; --train: training seed (default: %(default)s)")
     parser.add_argument("--families", default=None,
-                        help="demo: comma-separated query families of the test clips (default: all, round robin; "
-                             "docs/benchmark.md)")
+                        help="comma-separated query families (docs/benchmark.md); demo: of the test clips; --train: of "
+                             "the training and validation clips after the appearance warm-up (default: all, round robin)")
     parser.add_argument("--checkpoint", default=None, help="demo: checkpoint folder (default: the shipped one)")
     parser.add_argument("--overwrite", action="store_true",
                         help="demo: replace --out when it is a non-empty folder that bridge-stg demo did not write "
@@ -191,6 +193,9 @@ def main(argv: list[str]) -> int:
                         help="torch threads (default: 1 with --train, the shipped recipe's count: the run is "
                              "deterministic for a given count, and one thread trained 4-5x faster than two on a shared "
                              "2-core machine; 2 for the demo)")
+    parser.add_argument("--config-overrides", default=None, metavar="JSON",
+                        help="--train: BridgeSTGConfig fields as a JSON object, applied over the recipe's method options "
+                             "(docs/method.md), e.g. '{\"motion_evidence\": true, \"motion_flow\": true}'")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
     if args.num_clips < 1:
@@ -199,19 +204,36 @@ def main(argv: list[str]) -> int:
         parser.error(f"--max-steps: must be >= 0, got {args.max_steps}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads: must be >= 1, got {args.threads}")
+    if args.config_overrides is not None and not args.train:
+        parser.error("--config-overrides: only with --train (a checkpoint's config is its own)")
     progress = not args.no_progress
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     if args.train:
-        from bridge_stg.training.demo import DemoTrainingArguments, train_demo
+        from bridge_stg.errors_bridge_stg import BridgeSTGError
+        from bridge_stg.processing.synthetic_families import FAMILIES
+        from bridge_stg.training.demo import (
+            DEMO_METHOD_OPTIONS, DemoModelArguments, DemoTrainingArguments, demo_model_config, train_demo,
+        )
+        from bridge_stg.training.recipe import parse_config_overrides
 
+        unknown = sorted(set(families or ()) - set(FAMILIES))
+        if unknown:
+            raise BridgeSTGError(f"--families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
+        model_args = DemoModelArguments(config_overrides=dict(
+            DEMO_METHOD_OPTIONS, **parse_config_overrides(args.config_overrides, "--config-overrides")))
+        try:  # the config's own checks (e.g. motion_flow without motion_evidence), before anything is trained
+            demo_model_config(model_args)
+        except ValueError as err:
+            raise BridgeSTGError(f"--config-overrides: {err}") from err
         targs = DemoTrainingArguments(
             output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps or None,
             batch_size=args.batch_size, eval_every_minutes=args.eval_every_minutes, num_eval_clips=args.num_eval_clips,
             num_threads=args.threads or DemoTrainingArguments.num_threads, command="bridge-stg demo " + " ".join(argv),
+            model=model_args, **({"families": tuple(families)} if families else {}),
         )
         summary = train_demo(targs, progress=progress)
         print(json.dumps({k: summary[k] for k in ("seed", "steps", "train_minutes", "wall_minutes", "validation")}))
         return 0
-    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     run_demo(args.out, num_clips=args.num_clips, seed=args.seed, checkpoint=args.checkpoint, num_threads=args.threads or 2,
              progress=progress, overwrite=args.overwrite, families=families)
     return 0

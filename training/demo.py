@@ -196,8 +196,11 @@ class DemoTrainingArguments:
     model: DemoModelArguments = field(default_factory=DemoModelArguments)
 
 
-def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGProcessor]:
-    """A freshly initialised demo model and its processor (compact tokenizer, tiny Qwen2.5-VL backbone)."""
+def demo_model_config(model_args: DemoModelArguments | None = None) -> tuple[BridgeSTGConfig, Any]:
+    """The demo model's config (tiny Qwen2.5-VL backbone, ``config_overrides`` applied last) and its compact tokenizer.
+
+    Raises ``ValueError`` (from the config's own checks) for an inconsistent choice of options, before any weight is
+    made."""
     m = model_args or DemoModelArguments()
     tok = build_compact_tokenizer(num_bridge_queries=NUM_BRIDGE_QUERIES)
     mllm = tiny_mllm_config(
@@ -214,6 +217,12 @@ def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0
     kwargs.update(span_source="frame")
     kwargs.update(m.config_overrides)
     config = BridgeSTGConfig(mllm_config=mllm, bridge_token_ids=bridge_token_ids(tok, NUM_BRIDGE_QUERIES), **kwargs)
+    return config, tok
+
+
+def build_demo_model(model_args: DemoModelArguments | None = None, seed: int = 0) -> tuple[BridgeSTGForVideoGrounding, BridgeSTGProcessor]:
+    """A freshly initialised demo model and its processor (compact tokenizer, tiny Qwen2.5-VL backbone)."""
+    config, tok = demo_model_config(model_args)
     torch.manual_seed(seed)
     model = BridgeSTGForVideoGrounding(config)
     processor = BridgeSTGProcessor.from_model_config(config, tok)
@@ -612,7 +621,7 @@ def export_demo_checkpoint(
 
 
 __all__ = [
-    "demo_checkpoint_path", "centred_box", "export_demo_checkpoint", "DEMO_FAMILIES", "DEMO_METHOD_OPTIONS", "demo_learning_rate", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
+    "demo_checkpoint_path", "demo_model_config", "centred_box", "export_demo_checkpoint", "DEMO_FAMILIES", "DEMO_METHOD_OPTIONS", "demo_learning_rate", "score_clips", "twin_identity", "DEMO_SEED_ROOT", "DEMO_RECIPE_STEPS", "DEMO_RECIPE_MINUTES_CAP", "TRAIN_STREAM", "VALIDATION_STREAM", "TEST_STREAM", "DEMO_SPEC", "clip_rng", "render_clips",
     "DemoModelArguments", "DemoTrainingArguments", "build_demo_model", "training_batch", "reference_rows",
     "trivial_baseline_rows", "evaluate_clips", "train_demo", "cpu_model", "demo_training_procedure", "write_demo_model_card",
 ]

@@ -157,22 +157,31 @@ def load_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _overrides(model_args: ModelArguments) -> dict[str, Any]:
-    if not model_args.config_overrides:
+def parse_config_overrides(text: str | None, option: str = "config_overrides") -> dict[str, Any]:
+    """The ``BridgeSTGConfig`` fields of a JSON object (``'{"num_bridge_queries": 8}'``); empty for ``None`` or ``""``.
+
+    Raises :class:`RecipeError` naming ``option`` for text that is not a JSON object and for keys that are not settable
+    config fields (``mllm_config``, ``bridge_token_ids`` and ``model_type`` come from the backbone, never from here).
+    The values are checked by the config itself when it is built."""
+    if not text:
         return {}
     try:
-        value = json.loads(model_args.config_overrides)
+        value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise RecipeError(f"config_overrides: not a JSON object ({err})") from err
+        raise RecipeError(f"{option}: not a JSON object ({err})") from err
     if not isinstance(value, dict):
-        raise RecipeError(f"config_overrides: expected a JSON object, got {type(value).__name__}")
+        raise RecipeError(f"{option}: expected a JSON object, got {type(value).__name__}")
     from bridge_stg import BridgeSTGConfig
 
     fields = set(BridgeSTGConfig().to_dict())
     bad = sorted(k for k in value if k not in fields or k in ("mllm_config", "bridge_token_ids", "model_type"))
     if bad:
-        raise RecipeError(f"config_overrides: not settable BridgeSTGConfig fields: {bad}")
+        raise RecipeError(f"{option}: not settable BridgeSTGConfig fields: {bad}")
     return value
+
+
+def _overrides(model_args: ModelArguments) -> dict[str, Any]:
+    return parse_config_overrides(model_args.config_overrides)
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: Any, run_args: RunArguments) -> None:

@@ -267,3 +267,41 @@ def test_demo_train_defaults_are_the_shipped_recipe(tmp_path: Path, monkeypatch)
     with pytest.raises(SystemExit) as exc:
         cli_main(["demo", "--train", "--threads", "0", "--output-dir", str(tmp_path / "c")])
     assert exc.value.code == 2 and len(seen) == 2
+
+
+def test_demo_train_families_and_config_overrides(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--families`` and ``--config-overrides`` reach the run (the overrides on top of the recipe's method options);
+    bad values are one line and exit code 2, checked before anything is trained."""
+    from bridge_stg.training import demo
+
+    seen = []
+
+    def fake_train(args, progress=True):
+        seen.append(args)
+        return {"seed": args.seed, "steps": 0, "train_minutes": 0.0, "wall_minutes": 0.0, "validation": {}}
+
+    monkeypatch.setattr(demo, "train_demo", fake_train)
+    base = ["demo", "--train", "--output-dir", str(tmp_path / "c"), "--no-progress"]
+    overrides = '{"motion_evidence": true, "motion_flow": true, "loss_query_tokens": "distinct"}'
+    assert cli_main(base + ["--families", "twins_motion, action", "--config-overrides", overrides]) == 0
+    args = seen[-1]
+    assert args.families == ("twins_motion", "action") and args.warmup_families == ("appearance",)
+    assert args.model.config_overrides == dict(demo.DEMO_METHOD_OPTIONS, motion_evidence=True, motion_flow=True,
+                                               loss_query_tokens="distinct")
+    assert "--config-overrides" in args.command
+    assert cli_main(base) == 0 and seen[-1].families == demo.DEMO_FAMILIES
+    assert seen[-1].model.config_overrides == demo.DEMO_METHOD_OPTIONS
+    capsys.readouterr()
+    for bad, word in (("{not json", "not a JSON object"), ('["motion_flow"]', "expected a JSON object"),
+                      ('{"no_such_option": 1}', "no_such_option"),
+                      ('{"motion_flow": true}', "motion_evidence"),  # the config's own check
+                      ('{"loss_query_tokens": "some"}', "loss_query_tokens")):
+        assert cli_main(base + ["--config-overrides", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("bridge-stg demo: error: --config-overrides") and word in err and "\n" not in err
+    assert cli_main(base + ["--families", "appearance,colour"]) == 2
+    assert "colour" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a checkpoint's config is its own
+        cli_main(["demo", "--config-overrides", "{}", "--out", str(tmp_path / "d")])
+    assert exc.value.code == 2
+    assert len(seen) == 2 and not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
