@@ -305,3 +305,19 @@ def test_demo_train_families_and_config_overrides(tmp_path: Path, monkeypatch, c
         cli_main(["demo", "--config-overrides", "{}", "--out", str(tmp_path / "d")])
     assert exc.value.code == 2
     assert len(seen) == 2 and not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_card_names_the_families_of_the_second_phase() -> None:
+    """A run of ``--families`` says on its card which families its second phase trained on."""
+    from dataclasses import asdict
+
+    from bridge_stg.training.demo import DemoTrainingArguments, demo_training_procedure
+
+    def card(**kw):
+        args = asdict(DemoTrainingArguments(max_steps=10, **kw))
+        summary = {"args": args, "steps": 10, "train_minutes": 0.1, "wall_minutes": 0.1}
+        return demo_training_procedure(summary, [])
+
+    assert "then every family" in card()
+    text = card(families=("twins_motion", "action"))
+    assert "then twins_motion, action only" in text and "every family" not in text
