@@ -69,6 +69,17 @@ def written_by_demo(folder: Path) -> bool:
     return folder_holds_only(folder, DEMO_OUTPUTS, "metrics.json")
 
 
+def check_families(families: Sequence[str]) -> None:
+    """Raise :class:`~bridge_stg.errors_bridge_stg.BridgeSTGError` naming the ``--families`` that the benchmark does not
+    have (docs/benchmark.md)."""
+    from bridge_stg.errors_bridge_stg import BridgeSTGError
+    from bridge_stg.processing.synthetic_families import FAMILIES
+
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise BridgeSTGError(f"--families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
+
+
 def run_demo(
     out_dir: str | os.PathLike[str], num_clips: int = 200, seed: int = 0, checkpoint: str | os.PathLike[str] | None = None,
     num_threads: int = 2, progress: bool = True, overwrite: bool = False, families: Sequence[str] | None = None,
@@ -96,15 +107,12 @@ def run_demo(
         DEMO_FAMILIES, TEST_STREAM, demo_checkpoint_path, export_demo_checkpoint, reference_rows, render_clips, score_clips,
         trivial_baseline_rows,
     )
-    from bridge_stg.processing.synthetic_families import FAMILIES
     from bridge_stg.processing.synthetic import write_mp4
 
     if num_clips < 1:
         raise BridgeSTGError(f"--num-clips must be >= 1, got {num_clips}")
     families = tuple(families or DEMO_FAMILIES)
-    unknown = sorted(set(families) - set(FAMILIES))
-    if unknown:
-        raise BridgeSTGError(f"--families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
+    check_families(families)
     ckpt = Path(checkpoint) if checkpoint is not None else Path(demo_checkpoint_path())
     plan = plan_output_folder(out_dir, overwrite, "--out", "bridge-stg demo", written_by_demo, inputs=[ckpt])
     torch.set_num_threads(num_threads)
@@ -210,15 +218,12 @@ def main(argv: list[str]) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     if args.train:
         from bridge_stg.errors_bridge_stg import BridgeSTGError
-        from bridge_stg.processing.synthetic_families import FAMILIES
         from bridge_stg.training.demo import (
             DEMO_METHOD_OPTIONS, DemoModelArguments, DemoTrainingArguments, demo_model_config, train_demo,
         )
         from bridge_stg.training.recipe import parse_config_overrides
 
-        unknown = sorted(set(families or ()) - set(FAMILIES))
-        if unknown:
-            raise BridgeSTGError(f"--families: unknown {unknown}; choose from {', '.join(FAMILIES)}")
+        check_families(families or ())
         model_args = DemoModelArguments(config_overrides=dict(
             DEMO_METHOD_OPTIONS, **parse_config_overrides(args.config_overrides, "--config-overrides")))
         try:  # the config's own checks (e.g. motion_flow without motion_evidence), before anything is trained

@@ -525,8 +525,8 @@ def demo_training_procedure(
         schedule = f"the {a['minutes']:g}-minute time budget"
     if a.get("family_warmup_steps"):
         first = ", ".join(a.get("warmup_families") or ())
-        second = tuple(a.get("families") or DEMO_FAMILIES)  # a run of `--families`: those families only
-        second = "every family" if second == tuple(DEMO_FAMILIES) else ", ".join(second) + " only"
+        mix = tuple(a.get("families") or DEMO_FAMILIES)  # a run of `--families`: those families only
+        second = "every family" if mix == tuple(DEMO_FAMILIES) else ", ".join(mix) + " only"
         schedule += (f"; curriculum: the first {a['family_warmup_steps']} steps on {first} only, then {second}"
                      + (f", each phase with its own warm-up and cosine (second phase peak lr "
                         f"{a.get('mix_learning_rate') or a['learning_rate']:g})"

@@ -180,10 +180,6 @@ def parse_config_overrides(text: str | None, option: str = "config_overrides") -
     return value
 
 
-def _overrides(model_args: ModelArguments) -> dict[str, Any]:
-    return parse_config_overrides(model_args.config_overrides)
-
-
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: Any, run_args: RunArguments) -> None:
     """Raise :class:`RecipeError` naming the option for any inconsistent combination of arguments."""
     if run_args.method not in METHODS:
@@ -204,7 +200,7 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
                           "set merge_lora false (the adapter is saved) or use DDP / ZeRO-2")
     if training_args.eval_strategy != "no" and not data_args.eval_split:
         raise RecipeError(f"eval_strategy={training_args.eval_strategy}: needs --eval_split")
-    _overrides(model_args)
+    parse_config_overrides(model_args.config_overrides)
     if run_args.method == "grpo":
         from .grpo_recipe import check_grpo_arguments  # imports trl
 
@@ -237,7 +233,7 @@ def build_model_and_processor(model_args: ModelArguments) -> tuple[Any, Any]:
     """The model and its processor, from a Bridge-STG checkpoint, a Qwen-VL checkpoint or a tiny backbone."""
     from bridge_stg import BridgeSTGConfig, BridgeSTGForVideoGrounding, BridgeSTGProcessor
 
-    overrides = _overrides(model_args)
+    overrides = parse_config_overrides(model_args.config_overrides)
     load_kwargs: dict[str, Any] = {"dtype": _dtype(model_args.dtype)}
     if model_args.attn_implementation:
         load_kwargs["attn_implementation"] = model_args.attn_implementation
