@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> int:
         targs = DemoTrainingArguments(
             output_dir=args.output_dir, seed=args.seed, minutes=args.minutes, max_steps=args.max_steps or None,
             batch_size=args.batch_size, eval_every_minutes=args.eval_every_minutes, num_eval_clips=args.num_eval_clips,
-            num_threads=args.threads or DemoTrainingArguments.num_threads, command="bridge-stg demo " + " ".join(argv),
+            num_threads=args.threads or DemoTrainingArguments.num_threads, command=shlex.join(["bridge-stg", "demo", *argv]),
             model=model_args, **({"families": tuple(families)} if families else {}),
         )
         summary = train_demo(targs, progress=progress)

@@ -58,7 +58,8 @@ TEST_STREAM = 3
 #: optimizer steps of the shipped demo checkpoint's recipe (``bridge-stg demo --train`` default)
 DEMO_RECIPE_STEPS = 7000
 #: wall-clock cap of that recipe in minutes (the shipped run needed 81 minutes of training, 82 of wall clock, at 1
-#: thread on a shared 2-core CPU beside a second run)
+#: thread on a shared 2-core AMD EPYC beside a second run; the same recipe took 115 minutes on an Intel Xeon, also
+#: beside a second run: docs/method.md §3.31)
 DEMO_RECIPE_MINUTES_CAP = 118.0
 
 #: the synthetic clips of the demo: 112×112, 80 frames at 10 fps (8 s), 2–4 shapes
@@ -75,11 +76,16 @@ NUM_BRIDGE_QUERIES = 4
 #: its attention at the peak (the top token's 3x3 cells), so a box split between look-alikes lands on one of them,
 #: while training starts with the mean readout, with which every seed leaves the plateau (docs/method.md §3.23), and
 #: switches to the peak for the curriculum's second phase (``DemoTrainingArguments.mix_reference_readout_training``,
-#: docs/method.md §3.24)
+#: docs/method.md §3.24); and the query's own words carried to the box head with motion in the memory: motion evidence
+#: with its flow statistics, ``loss_query`` on the words that differ between the batch's prompts, and the box head's
+#: scores reading the decoder query (with them three seeds scored m_vIoU 0.266-0.280 against 0.223-0.237 for four
+#: runs without, and zeroing Q_b costs grounding for the first time: docs/method.md §3.30, §3.31)
 DEMO_METHOD_OPTIONS: dict[str, Any] = {
     "bridge_query_norm": True, "decoder_init": "fan_in", "relevance_bias_init": 0.0,
     "reference_supervision": "bce", "loss_reference_weight": 1.0, "visual_memory": "llm", "reference_readout": "peak",
     "reference_readout_training": "mean",
+    "motion_evidence": True, "motion_flow": True, "loss_query_weight": 1.0, "loss_query_tokens": "distinct",
+    "reference_query_pos": True,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import av
@@ -288,13 +289,14 @@ def test_demo_train_families_and_config_overrides(tmp_path: Path, monkeypatch, c
     assert args.families == ("twins_motion", "action") and args.warmup_families == ("appearance",)
     assert args.model.config_overrides == dict(demo.DEMO_METHOD_OPTIONS, motion_evidence=True, motion_flow=True,
                                                loss_query_tokens="distinct")
-    assert "--config-overrides" in args.command
+    # the card's command is one a shell runs as is: the JSON stays one quoted argument
+    assert shlex.split(args.command) == ["bridge-stg", *base, "--families", "twins_motion, action", "--config-overrides", overrides]
     assert cli_main(base) == 0 and seen[-1].families == demo.DEMO_FAMILIES
     assert seen[-1].model.config_overrides == demo.DEMO_METHOD_OPTIONS
     capsys.readouterr()
     for bad, word in (("{not json", "not a JSON object"), ('["motion_flow"]', "expected a JSON object"),
                       ('{"no_such_option": 1}', "no_such_option"),
-                      ('{"motion_flow": true}', "motion_evidence"),  # the config's own check
+                      ('{"motion_evidence": false}', "motion_evidence"),  # the config's own check (motion_flow needs it)
                       ('{"loss_query_tokens": "some"}', "loss_query_tokens")):
         assert cli_main(base + ["--config-overrides", bad]) == 2
         err = capsys.readouterr().err.strip()
