@@ -24,11 +24,14 @@ no fitting: the share of pairs where the target's cell scores higher (on ``twins
 stands still in the group, ``box_head_by_motion``: a head that just prefers the moving twin shows there). ``motion`` (``twins_motion`` only): a 5-way
 logistic regression (left, right, up, down, still: the box centre's move between the group's two frames) from one
 object's cell, target and twin alike, so it says whether the motion the query names is in the token at all.
-``query_word`` (``twins_motion``, ``relational``): a logistic regression from one clip's bridging queries Q_b
+``query_word`` (every twin family): a logistic regression from one clip's bridging queries Q_b
 (``bridge``, the K queries concatenated), its mean frame state s_g (``frame_state``) or the decoder's own query after
 its last layer, averaged over the span's frames (``decoder_query``, the K queries concatenated: what the box head
 matches against the memory) to the query's deciding word (the action, the relation): whether what the decoder's queries start from, and
-what they end as, know which twin is asked for.
+what they end as, know which twin is asked for. On ``twins_event`` no word decides: the target is the twin that touched
+the reference before the span. There the same probe reads the target's side of its twin on the span's first frame
+(``left`` or ``right`` by the box centres; the twins move together in the span, so the side holds through it):
+whether Q_b, the frame states or the decoder's queries know *which* twin touched, in a form the box head could use.
 
 The stages ``vision_3x3``, ``memory_3x3`` and ``flow_3x3`` concatenate the cell's features with its 8 neighbours'
 (zeros off the grid).
@@ -57,8 +60,9 @@ from _common import run_record
 TWIN_FAMILIES = ("twins_motion", "twins_event", "relational")
 #: the features probed: one cell's token, or the cell's and its 8 neighbours' tokens concatenated
 STAGES = ("vision", "vision_3x3", "memory", "memory_3x3", "flow", "flow_3x3")
-#: the word of the query that decides between the twins, per family (the key of the clip's ``details``)
-QUERY_WORDS = {"twins_motion": "action", "relational": "relation"}
+#: what decides between the twins, per family: the query's word (the key of the clip's ``details``) or, on twins_event,
+#: which side of its twin the target is on in the span (``target_side``; no word of the query says which twin touched)
+QUERY_WORDS = {"twins_motion": "action", "relational": "relation", "twins_event": "target_side"}
 MOTIONS = ("left", "right", "up", "down", "still")
 #: what the deciding word is probed from: Q_b, the mean frame state, the decoder's query after its last layer
 QUERY_SOURCES = ("bridge", "frame_state", "decoder_query")
@@ -132,7 +136,7 @@ def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, bat
     for b, clip in enumerate(part):
         if clip.family in QUERY_WORDS:
             valid = batch["frame_mask"][b]
-            queries.append({"word": clip.details[QUERY_WORDS[clip.family]],
+            queries.append({"word": deciding_word(clip),
                             "bridge": enc.bridge_queries[b].flatten().float().numpy(),
                             "frame_state": enc.frame_states[b][valid].mean(0).float().numpy(),
                             "decoder_query": decoder_query[b, : int(in_span[b].sum())].mean(0).flatten().float().numpy()})
@@ -165,6 +169,15 @@ def _collect_batch(model: Any, processor: Any, clips: list[Any], start: int, bat
                 f0, f1 = frame_ids[slots[0]], frame_ids[slots[1]]
                 rec["motion"] = (_motion(target[f0], target[f1]), _motion(twin[f0], twin[f1]))
             records.append(rec)
+
+
+def deciding_word(clip: Any) -> str:
+    """What tells the target from its twin in ``clip`` (``QUERY_WORDS``): the query's action or relation, or on
+    ``twins_event`` the target's side of its twin (``left`` / ``right`` by the box centres on the span's first frame)."""
+    if QUERY_WORDS[clip.family] != "target_side":
+        return clip.details[QUERY_WORDS[clip.family]]
+    target, twin = clip.boxes[0], clip.twin_boxes[0]
+    return "left" if target[0] + target[2] < twin[0] + twin[2] else "right"
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-2, steps: int = 200) -> torch.nn.Linear:
@@ -322,10 +335,11 @@ def main() -> None:
         print(f"twins_motion, box head picks the target, {key.replace('_', ' ')}: trained {fmt(t['accuracy'])}, "
               f"untrained {fmt(u['accuracy'])} ({t['pairs']} pairs)")
     for family in QUERY_WORDS:
+        what = "the target's side of its twin" if QUERY_WORDS[family] == "target_side" else f"the query's {QUERY_WORDS[family]}"
         for source in QUERY_SOURCES:
             t, u = results["trained"][family]["query_word"][source], results["untrained"][family]["query_word"][source]
             if t is not None:
-                print(f"{family}, the query's {QUERY_WORDS[family]} from the {source}: trained {t['accuracy']:.2f}, "
+                print(f"{family}, {what} from the {source}: trained {t['accuracy']:.2f}, "
                       f"untrained {u['accuracy']:.2f} (majority word {t['majority']:.2f}, {t['clips']} clips)")
     print(json.dumps({**run_record("identity_probe", args.quick, t0, load_start), "checkpoint": os.path.abspath(checkpoint),
                       "train_clips_per_family": n_train, "test_clips_per_family": n_test, "threads": args.threads,

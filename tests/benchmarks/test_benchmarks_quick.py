@@ -229,7 +229,7 @@ def test_identity_probe_quick() -> None:
             assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "flow", "flow_3x3", "box_head"}
             assert all(0.0 <= v <= 1.0 for v in r["identity"].values())
             assert ("motion" in r) == (family == "twins_motion")
-            assert ("query_word" in r) == (family in ("twins_motion", "relational"))
+            assert "query_word" in r  # the query's word, or on twins_event the target's side of its twin
             if "query_word" in r:
                 assert set(r["query_word"]) == {"bridge", "frame_state", "decoder_query"}
                 assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
@@ -265,6 +265,15 @@ def test_identity_probe_helpers() -> None:
     clips = [{"word": words[i % 3], "bridge": np.eye(3)[i % 3] * 5 + rng.normal(size=3) * 0.1} for i in range(60)]
     q = mod.query_probe(clips[:40], clips[40:], "bridge")
     assert q["accuracy"] == 1.0 and q["clips"] == 20 and 0.3 <= q["majority"] <= 0.4
+    # what decides between the twins: the query's word, or on twins_event the target's side of its twin in the span
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(family="twins_event", details={}, boxes=[[50, 0, 60, 10], [52, 0, 62, 10]],
+                            twin_boxes=[[20, 30, 30, 40], [22, 30, 32, 40]])
+    assert mod.deciding_word(event) == "right"
+    event.boxes, event.twin_boxes = event.twin_boxes, event.boxes
+    assert mod.deciding_word(event) == "left"
+    assert mod.deciding_word(SimpleNamespace(family="relational", details={"relation": "above"})) == "above"
     assert mod._cell([0, 0, 10, 10], 112, 112, 4, 4) == 0 and mod._cell([100, 100, 112, 112], 112, 112, 4, 4) == 15
     assert mod._cell([28, 56, 40, 60], 112, 112, 4, 4) == 2 * 4 + 1
     assert mod._motion([0, 0, 10, 10], [5, 1, 15, 11]) == "right" and mod._motion([0, 0, 10, 10], [0, -4, 10, 6]) == "up"
