@@ -237,7 +237,8 @@ def test_mix_phase_switches_the_training_readout(tmp_path: Path, monkeypatch) ->
                     progress=False)
     assert seen == ["mean", "mean", "mean"]
     seen.clear()  # a model without a reference-point head trains through the switch (the field has no effect there)
-    mlp = demo.DemoModelArguments(config_overrides={**demo.DEMO_METHOD_OPTIONS, "box_head": "mlp"})
+    mlp = demo.DemoModelArguments(config_overrides={**demo.DEMO_METHOD_OPTIONS, "box_head": "mlp",
+                                                    "reference_query_pos": False})  # an option of the reference head
     demo.train_demo(demo.DemoTrainingArguments(output_dir=str(tmp_path / "m"), model=mlp, **common), progress=False)
     assert seen == [] and BridgeSTGConfig.from_pretrained(tmp_path / "m").reference_readout_training == "peak"
     assert BridgeSTGConfig.from_pretrained(tmp_path / "p").reference_readout_training == "peak"
