@@ -229,10 +229,9 @@ def test_identity_probe_quick() -> None:
             assert set(r["identity"]) == {"vision", "vision_3x3", "memory", "memory_3x3", "flow", "flow_3x3", "box_head"}
             assert all(0.0 <= v <= 1.0 for v in r["identity"].values())
             assert ("motion" in r) == (family == "twins_motion")
-            assert "query_word" in r  # the query's word, or on twins_event the target's side of its twin
-            if "query_word" in r:
-                assert set(r["query_word"]) == {"bridge", "frame_state", "decoder_query"}
-                assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
+            # the query's deciding word, or on twins_event the target's side of its twin
+            assert set(r["query_word"]) == {"bridge", "frame_state", "decoder_query"}
+            assert all(0.0 <= q["accuracy"] <= 1.0 and q["clips"] == 3 for q in r["query_word"].values())
     assert "| relational |" in text and "box_head" in text
     # the flow statistics need no weights: the trained and the untrained model read the same ones
     for key in ("identity", "motion"):

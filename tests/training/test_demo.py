@@ -284,12 +284,12 @@ def test_demo_train_families_and_config_overrides(tmp_path: Path, monkeypatch, c
 
     monkeypatch.setattr(demo, "train_demo", fake_train)
     base = ["demo", "--train", "--output-dir", str(tmp_path / "c"), "--no-progress"]
-    overrides = '{"motion_evidence": true, "motion_flow": true, "loss_query_tokens": "distinct"}'
+    overrides = '{"motion_flow": false, "loss_query_weight": 0.5}'  # options the recipe sets otherwise
     assert cli_main(base + ["--families", "twins_motion, action", "--config-overrides", overrides]) == 0
     args = seen[-1]
     assert args.families == ("twins_motion", "action") and args.warmup_families == ("appearance",)
-    assert args.model.config_overrides == dict(demo.DEMO_METHOD_OPTIONS, motion_evidence=True, motion_flow=True,
-                                               loss_query_tokens="distinct")
+    assert args.model.config_overrides == dict(demo.DEMO_METHOD_OPTIONS, motion_flow=False, loss_query_weight=0.5)
+    assert args.model.config_overrides != demo.DEMO_METHOD_OPTIONS
     # the card's command is one a shell runs as is: the JSON stays one quoted argument
     assert shlex.split(args.command) == ["bridge-stg", *base, "--families", "twins_motion, action", "--config-overrides", overrides]
     assert cli_main(base) == 0 and seen[-1].families == demo.DEMO_FAMILIES
